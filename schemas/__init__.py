@@ -1,0 +1,1 @@
+"""Schemas as code: StructTypes of inputs, the canonical pair table, rejects."""

