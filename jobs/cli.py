@@ -1,0 +1,56 @@
+"""The `winnow` command: `winnow run` (the pipeline) and `winnow demo` (the built-in sample).
+
+`winnow run` takes the same options as `spark-submit jobs/pipeline.py`; use
+spark-submit on a cluster, `winnow run` on a laptop or in CI (local mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from jobs import __version__, pipeline
+from jobs.sample import write_sample
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"winnow {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pipeline.add_run_arguments(
+        commands.add_parser("run", help="run the pipeline over an input", description=pipeline.DESCRIPTION)
+    )
+    demo = commands.add_parser(
+        "demo",
+        help="generate the built-in sample and run the pipeline on it in local mode",
+        description="Generate the built-in sample (two dumps of synthetic scenes plus rows "
+        "each rule rejects) under OUTPUT/sample-input and run the pipeline on it.",
+    )
+    demo.add_argument("--output", default="demo-output", help="output folder (default demo-output)")
+    demo.add_argument("--rows", type=int, default=2000, help="sample size (default 2000, at least 100)")
+    demo.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return pipeline.execute(args)
+    if args.rows < 100:
+        print("winnow: error: --rows must be at least 100", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    sample = output / "sample-input"
+    shutil.rmtree(sample, ignore_errors=True)
+    write_sample(sample, n=args.rows)
+    print(f"sample:   {sample}/ ({args.rows} rows in two dumps)")
+    run_args = pipeline.add_run_arguments(argparse.ArgumentParser()).parse_args(
+        ["--input", str(sample), "--output", str(output), "--master", args.master]
+    )
+    return pipeline.execute(run_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

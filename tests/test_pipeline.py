@@ -1,0 +1,155 @@
+"""End-to-end: the pipeline driver, its outputs, the funnel, the CLI's errors and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import cli, pipeline
+from jobs.session import JavaMissing, check_java
+from schemas import reasons
+
+REPO = Path(__file__).resolve().parent.parent
+KNOWN_REASONS = {code for codes in reasons.REASONS.values() for code in codes}
+
+
+def read_funnel(output: Path) -> dict:
+    return json.loads((output / "report" / "funnel.json").read_text())
+
+
+def assert_conserved(spark, output: Path, funnel: dict) -> None:
+    """Per stage rows in == accepted + rejected, and the files hold exactly those rows."""
+    previous_accepted = funnel["rows_in"]
+    for stage in funnel["stages"]:
+        assert stage["rows_in"] == previous_accepted
+        assert stage["accepted"] + stage["rejected"] == stage["rows_in"]
+        assert sum(stage["reasons"].values()) == stage["rejected"]
+        assert set(stage["reasons"]) <= KNOWN_REASONS
+        previous_accepted = stage["accepted"]
+    accepted = spark.read.parquet(str(output / "accepted"))
+    rejected = spark.read.parquet(str(output / "rejected"))
+    assert accepted.count() == funnel["accepted"]
+    assert rejected.count() == funnel["rejected"] == sum(s["rejected"] for s in funnel["stages"])
+    per_stage = {(r["stage"], r["reason"]): r["count"] for r in rejected.groupBy("stage", "reason").count().collect()}
+    assert per_stage == {(s["stage"], k): v for s in funnel["stages"] for k, v in s["reasons"].items()}
+
+
+@pytest.mark.spark
+def test_pipeline_on_real_captions(spark, laion_10k, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--input", str(laion_10k), "--output", str(out), "--url-col", "URL", "--caption-col", "TEXT"]
+    assert pipeline.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"funnel:   {out}/report/funnel.json" in printed
+    funnel = read_funnel(out)
+    assert funnel["rows_in"] == 10_000 and [s["stage"] for s in funnel["stages"]] == ["ingest", "text"]
+    assert_conserved(spark, out, funnel)
+    assert sorted(p.name for p in (out / "accepted").iterdir() if p.is_dir()) == ["dump=default"]
+    print("\nfunnel of the 10k real captions:\n" + pipeline.format_funnel(funnel))
+
+    # a re-run replaces the dump's output instead of appending to it
+    assert pipeline.main(argv) == 0
+    again = read_funnel(out)
+    assert again["stages"] == funnel["stages"]
+    assert_conserved(spark, out, again)
+
+
+@pytest.mark.spark
+def test_demo_reports_every_rule(spark, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--output", str(out), "--rows", "1000"]) == 0
+    printed = capsys.readouterr().out
+    assert f"accepted: {out}/accepted/" in printed and f"funnel:   {out}/report/funnel.json" in printed
+    funnel = read_funnel(out)
+    assert_conserved(spark, out, funnel)
+    # every rejected row the sample planted ends with its planted reason
+    rejected = spark.read.parquet(str(out / "rejected"))
+    planted = rejected.filter("expect != ''").select("expect", "reason").distinct().collect()
+    assert all(r["expect"] == r["reason"] for r in planted), planted
+    assert {r["expect"] for r in planted} == {
+        reasons.TOO_SHORT,
+        reasons.TOO_LONG,
+        reasons.TOO_FEW_WORDS,
+        reasons.TOO_MANY_WORDS,
+        reasons.NSFW_WORD,
+        reasons.WRONG_LANGUAGE,
+        reasons.NO_NOUN,
+        reasons.TOO_FREQUENT,
+        reasons.MISSING_CAPTION,
+        reasons.MISSING_URL,
+    }
+    accepted = spark.read.parquet(str(out / "accepted"))
+    assert sorted(r["dump"] for r in accepted.select("dump").distinct().collect()) == ["2026-01", "2026-02"]
+    assert accepted.filter("expect != ''").count() == 0
+
+
+def write_list(tmp_path: Path) -> Path:
+    path = tmp_path / "list.parquet"
+    pq.write_table(pa.Table.from_pylist([{"url": "http://x/1", "caption": "a red bike"}]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--set", "text.min_chars=oops"], "text.min_chars: expected int"),
+        (["--set", "text.nope=1"], "unknown config key text.nope"),
+        (["--set", "text.min_words=300"], "text.min_words: 300 is above text.max_words 256"),
+        (["--stages", "image"], "run.stages: unknown or not yet available stage 'image'"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, extra, message):
+    path = write_list(tmp_path)
+    code = pipeline.main(["--input", str(path), "--output", str(tmp_path / "o"), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_config_file_and_missing_input(tmp_path, capsys):
+    path = write_list(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[text]\nmax_chars = -1\n")
+    assert pipeline.main(["--input", str(path), "--output", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    assert "text.max_chars: must not be negative" in capsys.readouterr().err
+    assert pipeline.main(["--input", str(tmp_path / "absent.parquet"), "--output", str(tmp_path / "o")]) == 2
+    assert "input not found" in capsys.readouterr().err
+
+
+@pytest.mark.spark
+def test_missing_column_exits_2(spark, tmp_path, capsys):
+    path = write_list(tmp_path)
+    assert pipeline.main(["--input", str(path), "--output", str(tmp_path / "o"), "--caption-col", "TEXT"]) == 2
+    assert "column 'TEXT' not found" in capsys.readouterr().err
+
+
+def test_missing_java_is_one_line(monkeypatch):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(JavaMissing, match="Spark needs Java 17"):
+        check_java()
+
+
+def test_missing_java_through_the_cli(tmp_path):
+    path = write_list(tmp_path)
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "run", "--input", str(path), "--output", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"winnow: error: Spark needs Java 17 or newer: JAVA_HOME={tmp_path / 'no-java'} has no bin/java "
+        "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"
+    ]
