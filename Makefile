@@ -1,7 +1,7 @@
 # winnow: two commands on a fresh machine (Python 3.11, Java 17, pip):
 #   make demo   - the pipeline on the built-in sample, local mode
 #   make test   - the test suite
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

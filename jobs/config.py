@@ -20,8 +20,23 @@ INPUT_FORMATS = ("auto", "parquet", "csv", "tsv", "jsonl", "coyo", "grit", "reca
 KNOWN_STAGES = ("text",)
 # spaCy's coarse tags (Universal Dependencies), what text.noun_pos may name.
 UNIVERSAL_POS = (
-    "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
-    "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
 )  # ingest always runs; later stages join as they land
 
 
@@ -210,10 +225,22 @@ def validate(cfg: Config) -> None:
         need(tag in UNIVERSAL_POS, "text.noun_pos", f"{tag!r} is not a Universal POS tag ({', '.join(UNIVERSAL_POS)})")
     for p in t.nsfw_word_lists:
         need(Path(p).is_file(), "text.nsfw_word_lists", f"file not found: {p}")
-    need(i.input_format in INPUT_FORMATS, "ingest.input_format", f"{i.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
+    need(
+        i.input_format in INPUT_FORMATS,
+        "ingest.input_format",
+        f"{i.input_format!r} is not one of {', '.join(INPUT_FORMATS)}",
+    )
     need(i.recap_caption in ("re_caption", "org_caption"), "ingest.recap_caption", "must be re_caption or org_caption")
-    need(bool(i.dump.strip()) and "/" not in i.dump and "=" not in i.dump, "ingest.dump", f"{i.dump!r} is not a usable partition value")
+    need(
+        bool(i.dump.strip()) and "/" not in i.dump and "=" not in i.dump,
+        "ingest.dump",
+        f"{i.dump!r} is not a usable partition value",
+    )
     need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
     need(bool(r.stages), "run.stages", "must name at least one stage")
     for s in r.stages:
-        need(s in KNOWN_STAGES, "run.stages", f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})")
+        need(
+            s in KNOWN_STAGES,
+            "run.stages",
+            f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})",
+        )

@@ -52,7 +52,7 @@ def resolve_format(path: str, input_format: str) -> str:
         return input_format
     parsed = urlparse(path)
     if parsed.scheme in ("", "file") and os.path.isdir(parsed.path or path):
-        for root, dirs, files in os.walk(parsed.path or path):
+        for _root, dirs, files in os.walk(parsed.path or path):
             dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
             for name in sorted(files):
                 ext = os.path.splitext(name)[1].lower()
@@ -112,11 +112,11 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
     caption = col_ref(caption_col).cast("string")
     if id_col is None:
         source_id = None
-        pair_id = F.xxhash64(url)
+        pair_id = F.when(url.isNotNull(), F.xxhash64(url))  # xxhash64(NULL) would be the seed, 42
     else:
         source_id = col_ref(id_col)
         integral = isinstance(raw.schema[id_col].dataType, IntegralType)
-        pair_id = source_id.cast("long") if integral else F.xxhash64(source_id.cast("string"))
+        pair_id = source_id.cast("long") if integral else F.when(source_id.isNotNull(), F.xxhash64(source_id.cast("string")))
     dump_col = next((c for c in raw.columns if c.lower() == "dump"), None)
     dump = col_ref(dump_col).cast("string") if dump_col else F.lit(cfg.dump)
 

@@ -64,7 +64,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         metavar="SECTION.KEY=VALUE",
         help="override any config key, e.g. --set text.max_occurrences=20 (repeatable)",
     )
-    parser.add_argument("--master", help="Spark master for a plain `winnow run` (default local[*]); spark-submit sets its own")
+    parser.add_argument(
+        "--master", help="Spark master for a plain `winnow run` (default local[*]); spark-submit sets its own"
+    )
     return parser
 
 
@@ -134,7 +136,8 @@ def format_funnel(report: dict[str, Any]) -> str:
     """The funnel as a few aligned lines for the terminal."""
     lines = []
     for stage in report["stages"]:
-        lines.append(f"{stage['stage']:<8} in {stage['rows_in']:>10,}  accepted {stage['accepted']:>10,}  rejected {stage['rejected']:>10,}")
+        counts = f"accepted {stage['accepted']:>10,}  rejected {stage['rejected']:>10,}"
+        lines.append(f"{stage['stage']:<8} in {stage['rows_in']:>10,}  {counts}")
         for reason, n in stage["reasons"].items():
             lines.append(f"{'':<10}{reason:<28}{n:>10,}")
     return "\n".join(lines)

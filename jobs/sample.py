@@ -60,7 +60,9 @@ def sample_rows(n: int, seed: int = 0) -> list[dict]:
     rows += [{"url": "placeholder", "caption": SPAM, "expect": "text-too-frequent"} for _ in range(12)]
     # Scenes with messy whitespace, tabs and zero-width spaces normalise to clean text.
     for _ in range(copies):
-        rows.append({"url": "placeholder", "caption": "  a big\tblue\u200b star\n\nnext to a red circle  ", "expect": ""})
+        rows.append(
+            {"url": "placeholder", "caption": "  a big\tblue\u200b star\n\nnext to a red circle  ", "expect": ""}
+        )
     while len(rows) < n:
         rows.append({"url": "placeholder", "caption": scene_caption(rnd), "expect": ""})
     rnd.shuffle(rows)
@@ -80,7 +82,10 @@ def write_sample(folder: str | Path, n: int = 2000, seed: int = 0) -> Path:
         target = folder / f"dump={dump}"
         target.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist(
-            part, schema=pa.schema([("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("expect", pa.string())])
+            part,
+            schema=pa.schema(
+                [("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("expect", pa.string())]
+            ),
         )
         pq.write_table(table, target / "part-0.parquet")
     return folder

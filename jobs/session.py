@@ -37,7 +37,9 @@ def check_java() -> None:
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
     if not java or not os.path.exists(java):
         where = f"JAVA_HOME={java_home} has no bin/java" if java_home else "no `java` on PATH"
-        raise JavaMissing(f"Spark needs Java 17 or newer: {where} (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)")
+        raise JavaMissing(
+            f"Spark needs Java 17 or newer: {where} (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"
+        )
     try:
         subprocess.run([java, "-version"], capture_output=True, check=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:

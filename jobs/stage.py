@@ -59,9 +59,7 @@ def count_stage(stage: str, rows_in: int, annotated: DataFrame) -> StageCounts:
     ``rows_in`` is counted on the stage's input independently, so a join that
     duplicates or loses rows inside the stage is caught here.
     """
-    per_reason = {
-        r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()
-    }
+    per_reason = {r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
     accepted = per_reason.pop(None, 0)
     counts = StageCounts(stage, rows_in, accepted, sum(per_reason.values()), per_reason)
     if counts.accepted + counts.rejected != rows_in:

@@ -55,7 +55,5 @@ def with_text_verdicts(pairs: DataFrame, rules: TextRules) -> DataFrame:
 
 def split_text(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
     """(accepted with the normalised caption as ``caption``, rejected with the input caption)."""
-    accepted = accepted_rows(
-        annotated.withColumn("caption", F.col(NORMALISED)), TEXT_ACCEPTED, drop=_WORKING_COLUMNS
-    )
+    accepted = accepted_rows(annotated.withColumn("caption", F.col(NORMALISED)), TEXT_ACCEPTED, drop=_WORKING_COLUMNS)
     return accepted, rejected_rows(annotated, STAGE, input_columns)

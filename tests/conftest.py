@@ -44,5 +44,7 @@ def spark():
 @pytest.fixture(scope="session")
 def laion_10k() -> Path:
     if not LAION_10K.exists():
-        pytest.skip(f"{LAION_10K} is absent: ../shared/data exists beside the checkout and in CI, not in a user's clone")
+        pytest.skip(
+            f"{LAION_10K} is absent: ../shared/data exists beside the checkout and in CI, not in a user's clone"
+        )
     return LAION_10K

@@ -382,3 +382,13 @@ def test_set_string_key_keeps_the_text_as_typed() -> None:
 
 def test_list_type_error_says_list_of_strings() -> None:
     assert config_error(overrides={"text.noun_pos": [1, 2]}).startswith("text.noun_pos: expected list of strings")
+
+
+def test_shipped_example_and_readme_list_every_key() -> None:
+    """deploy/winnow.toml loads and equals the defaults; the README documents every key."""
+    repo = Path(__file__).resolve().parent.parent
+    assert load_config(repo / "deploy" / "winnow.toml") == Config()
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    for section, table in Config().to_dict().items():
+        for key in table:
+            assert f"`{section}.{key}`" in readme, f"README lacks {section}.{key}"

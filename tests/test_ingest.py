@@ -58,7 +58,12 @@ def test_generic_parquet_with_img2dataset_column_flags(spark, tmp_path):
     assert rows["a red bike"]["id"] == expected
     assert rows["a red bike"]["dump"] == "default"
     (bad,) = rejected.collect()
-    assert (bad["stage"], bad["reason"], bad["caption"], bad["extra"]) == ("ingest", reasons.MISSING_URL, "no url here", 3)
+    assert (bad["stage"], bad["reason"], bad["caption"], bad["extra"]) == (
+        "ingest",
+        reasons.MISSING_URL,
+        "no url here",
+        3,
+    )
 
 
 def test_null_and_empty_fields_become_rejects(spark, tmp_path):
@@ -109,7 +114,11 @@ def test_csv_and_tsv_with_quoted_commas_and_newlines(spark, tmp_path):
 
 def test_jsonl_malformed_line_is_a_reject(spark, tmp_path):
     path = tmp_path / "list.jsonl"
-    lines = [json.dumps({"url": "http://x/1", "caption": "a good row"}), "{this is not json", json.dumps({"url": "http://x/2"})]
+    lines = [
+        json.dumps({"url": "http://x/1", "caption": "a good row"}),
+        "{this is not json",
+        json.dumps({"url": "http://x/2"}),
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     accepted, rejected = ingest(spark, path)
     assert [r["caption"] for r in accepted.collect()] == ["a good row"]
@@ -118,7 +127,13 @@ def test_jsonl_malformed_line_is_a_reject(spark, tmp_path):
 
 def test_coyo_parquet_keeps_source_id_and_text(spark, tmp_path):
     schema = pa.schema(
-        [("id", pa.int64()), ("url", pa.string()), ("text", pa.string()), ("width", pa.int32()), ("image_phash", pa.string())]
+        [
+            ("id", pa.int64()),
+            ("url", pa.string()),
+            ("text", pa.string()),
+            ("width", pa.int32()),
+            ("image_phash", pa.string()),
+        ]
     )
     path = write_parquet(
         tmp_path / "coyo" / "part-0.parquet",
@@ -143,11 +158,25 @@ def test_coyo_parquet_keeps_source_id_and_text(spark, tmp_path):
 def test_grit_parquet_carries_its_columns(spark, tmp_path):
     chunk = pa.list_(pa.list_(pa.float64()))
     schema = pa.schema(
-        [("id", pa.int64()), ("url", pa.string()), ("caption", pa.string()), ("noun_chunks", chunk), ("ref_exps", chunk)]
+        [
+            ("id", pa.int64()),
+            ("url", pa.string()),
+            ("caption", pa.string()),
+            ("noun_chunks", chunk),
+            ("ref_exps", chunk),
+        ]
     )
     path = write_parquet(
         tmp_path / "grit.parquet",
-        [{"id": 7, "url": "http://g/1", "caption": "a wire hanger", "noun_chunks": [[0, 13, 0.1, 0.1, 0.5, 0.5, 0.7]], "ref_exps": [[0, 13, 0.1, 0.1, 0.5, 0.5, 0.7]]}],
+        [
+            {
+                "id": 7,
+                "url": "http://g/1",
+                "caption": "a wire hanger",
+                "noun_chunks": [[0, 13, 0.1, 0.1, 0.5, 0.5, 0.7]],
+                "ref_exps": [[0, 13, 0.1, 0.1, 0.5, 0.5, 0.7]],
+            }
+        ],
         schema,
     )
     accepted, _ = ingest(spark, path, fmt="grit")
@@ -161,7 +190,15 @@ def test_grit_parquet_carries_its_columns(spark, tmp_path):
 def test_recap_picks_one_caption_and_carries_the_other(spark, tmp_path, choice, other):
     path = write_parquet(
         tmp_path / "recap.parquet",
-        [{"url": "http://r/1", "re_caption": "The image shows a dog.", "org_caption": "dog pic", "sha256": "00", "key": "000000001"}],
+        [
+            {
+                "url": "http://r/1",
+                "re_caption": "The image shows a dog.",
+                "org_caption": "dog pic",
+                "sha256": "00",
+                "key": "000000001",
+            }
+        ],
     )
     accepted, _ = ingest(spark, path, fmt="recap", recap_caption=choice)
     (row,) = accepted.collect()
@@ -183,7 +220,9 @@ def test_string_id_column_is_hashed_and_clashing_columns_renamed(spark, tmp_path
 
 def test_dump_from_partition_folders_and_from_config(spark, tmp_path):
     for dump in ("2026-01", "2026-02"):
-        write_parquet(tmp_path / "in" / f"dump={dump}" / "part-0.parquet", [{"url": f"http://d/{dump}", "caption": "a cat"}])
+        write_parquet(
+            tmp_path / "in" / f"dump={dump}" / "part-0.parquet", [{"url": f"http://d/{dump}", "caption": "a cat"}]
+        )
     accepted, _ = ingest(spark, tmp_path / "in")
     assert sorted(r["dump"] for r in accepted.collect()) == ["2026-01", "2026-02"]
     write_parquet(tmp_path / "flat.parquet", [{"url": "http://d/x", "caption": "a cat"}])

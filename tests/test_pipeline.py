@@ -153,3 +153,27 @@ def test_missing_java_through_the_cli(tmp_path):
         f"winnow: error: Spark needs Java 17 or newer: JAVA_HOME={tmp_path / 'no-java'} has no bin/java "
         "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"
     ]
+
+
+@pytest.mark.spark
+def test_spark_submit_gives_the_same_output_as_winnow_run(spark, tmp_path):
+    from jobs.sample import write_sample
+
+    sample = write_sample(tmp_path / "in", n=300, seed=3)
+    local = tmp_path / "local"
+    assert pipeline.main(["--input", str(sample), "--output", str(local)]) == 0
+    submitted = tmp_path / "submitted"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
+    proc = subprocess.run(
+        [str(REPO / "deploy" / "submit.sh"), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1", "--",
+         "--input", str(sample), "--output", str(submitted)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"funnel:   {submitted}/report/funnel.json" in proc.stdout
+    assert read_funnel(submitted)["stages"] == read_funnel(local)["stages"]
+    for part in ("accepted", "rejected"):
+        a = sorted(map(repr, spark.read.parquet(str(local / part)).collect()))
+        b = sorted(map(repr, spark.read.parquet(str(submitted / part)).collect()))
+        assert a == b and len(a) > 0

@@ -641,6 +641,8 @@ def test_ignore_words_take_entries_out_of_the_lists(tmp_path: Path) -> None:
     assert (cheap(caption, rules=builtin).reason, cheap(caption, rules=builtin).detail) == (reasons.NSFW_WORD, "maxi")
     user_list = tmp_path / "words.txt"
     user_list.write_text("flower print\n")
-    trimmed = TextRules.from_config(TextConfig(nsfw_ignore_words=["Maxi", "flower print"], nsfw_word_lists=[str(user_list)]))
+    trimmed = TextRules.from_config(
+        TextConfig(nsfw_ignore_words=["Maxi", "flower print"], nsfw_word_lists=[str(user_list)])
+    )
     assert cheap(caption, rules=trimmed).reason != reasons.NSFW_WORD
     assert "porn" in trimmed.nsfw_words

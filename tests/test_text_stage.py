@@ -160,7 +160,10 @@ def test_empty_input(spark, rules):
 def test_real_captions_conserve_rows(spark, rules, laion_10k):
     raw = spark.read.parquet(str(laion_10k))
     df = raw.select(
-        F.xxhash64("URL").alias("id"), F.col("URL").alias("url"), F.col("TEXT").alias("caption"), F.lit("laion").alias("dump")
+        F.xxhash64("URL").alias("id"),
+        F.col("URL").alias("url"),
+        F.col("TEXT").alias("caption"),
+        F.lit("laion").alias("dump"),
     )
     annotated = with_text_verdicts(df, rules).cache()
     counts = count_stage("text", 10_000, annotated)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
+
 from schemas.tables import TEXT_VERDICT
 from udfs import resources
 from udfs.text_rules import TextRules, judge_captions
@@ -24,9 +25,7 @@ def judge_captions_udf(rules: TextRules):
     def judge(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         nlp = resources.spacy_pipeline(rules.spacy_model)
         for captions, occurrences in batches:
-            verdicts = judge_captions(
-                captions.tolist(), occurrences.tolist(), rules, resources.identify_language, nlp
-            )
+            verdicts = judge_captions(captions.tolist(), occurrences.tolist(), rules, resources.identify_language, nlp)
             yield pd.DataFrame([v.__dict__ for v in verdicts], columns=_VERDICT_COLUMNS)
 
     return judge
