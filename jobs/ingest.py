@@ -116,7 +116,8 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
     else:
         source_id = col_ref(id_col)
         integral = isinstance(raw.schema[id_col].dataType, IntegralType)
-        pair_id = source_id.cast("long") if integral else F.when(source_id.isNotNull(), F.xxhash64(source_id.cast("string")))
+        hashed = F.when(source_id.isNotNull(), F.xxhash64(source_id.cast("string")))
+        pair_id = source_id.cast("long") if integral else hashed
     dump_col = next((c for c in raw.columns if c.lower() == "dump"), None)
     dump = col_ref(dump_col).cast("string") if dump_col else F.lit(cfg.dump)
 
