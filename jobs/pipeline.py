@@ -42,8 +42,18 @@ from udfs.text_rules import TextRules
 log = logging.getLogger("winnow")
 
 
+def config_keys_help() -> str:
+    """Every config key with its default, for the end of --help."""
+    lines = ["config keys (TOML [section] key = value, or --set section.key=value), with defaults:"]
+    for section, table in Config().to_dict().items():
+        lines += [f"  {section}.{key} = {json.dumps(value)}" for key, value in table.items()]
+    return "\n".join(lines)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `winnow run` and of `spark-submit jobs/pipeline.py`."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = config_keys_help() + "\n\nexit codes: 0 done, 2 bad input or config, 3 conservation check failed"
     parser.add_argument("--input", required=True, help="input file or folder (dump=<name>/ sub-folders become dumps)")
     parser.add_argument("--output", required=True, help="output folder: accepted/, rejected/, report/")
     parser.add_argument("--config", help="TOML config file; every threshold is a key (README: config reference)")

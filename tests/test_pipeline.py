@@ -177,3 +177,15 @@ def test_spark_submit_gives_the_same_output_as_winnow_run(spark, tmp_path):
         a = sorted(map(repr, spark.read.parquet(str(local / part)).collect()))
         b = sorted(map(repr, spark.read.parquet(str(submitted / part)).collect()))
         assert a == b and len(a) > 0
+
+
+def test_help_documents_every_option_and_config_key(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--input", "--output", "--config", "--input-format", "--url-col", "--caption-col", "--stages"):
+        assert option in text
+    for section, table in pipeline.Config().to_dict().items():
+        for key in table:
+            assert f"{section}.{key} = " in text
