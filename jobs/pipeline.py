@@ -113,7 +113,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     if "text" in cfg.run.stages:
         sc.setJobDescription("text: COYO text rules (length, words, NSFW, CLD3, frequency, spaCy)")
         text_in = funnel[-1].accepted
-        annotated = with_text_verdicts(current, rules).persist(StorageLevel.MEMORY_AND_DISK)
+        annotated = with_text_verdicts(current, rules, cfg.text.udf_partitions).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(annotated)
         funnel.append(count_stage("text", text_in, annotated))
         current, rejected = split_text(annotated, current.columns)

@@ -17,7 +17,7 @@ back to the rows. Web captions repeat a lot, so this is also the fast path.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.stage import accepted_rows, rejected_rows
@@ -38,13 +38,24 @@ def normalise_caption_col(caption: str) -> F.Column:
     return F.coalesce(F.btrim(one_space, F.lit(" ")), F.lit(""))
 
 
-def with_text_verdicts(pairs: DataFrame, rules: TextRules) -> DataFrame:
-    """``pairs`` plus the verdict columns, ``reason`` and ``detail`` (null reason = accepted)."""
+def udf_partitions(spark: SparkSession, configured: int = 0) -> int:
+    """Partitions for the judging UDF: ``configured``, else 3 tasks per core of the cluster."""
+    return configured if configured > 0 else 3 * spark.sparkContext.defaultParallelism
+
+
+def with_text_verdicts(pairs: DataFrame, rules: TextRules, partitions: int = 0) -> DataFrame:
+    """``pairs`` plus the verdict columns, ``reason`` and ``detail`` (null reason = accepted).
+
+    The distinct captions are few bytes but much CPU (CLD3, spaCy): adaptive
+    execution would coalesce them into one or two tasks by size, so they are
+    spread over ``partitions`` (default: ``udf_partitions``) explicitly.
+    """
     rows = pairs.withColumn(NORMALISED, normalise_caption_col("caption"))
     judge = judge_captions_udf(rules)
     verdicts = (
         rows.groupBy(NORMALISED)
         .agg(F.count(F.lit(1)).alias("occurrences"))
+        .repartition(udf_partitions(pairs.sparkSession, partitions), NORMALISED)
         .select(NORMALISED, "occurrences", judge(NORMALISED, "occurrences").alias("v"))
         .select(NORMALISED, "occurrences", *[F.col("v")[f].alias(f) for f in TEXT_VERDICT.fieldNames()])
     )

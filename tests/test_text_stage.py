@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -176,3 +178,38 @@ def test_real_captions_conserve_rows(spark, rules, laion_10k):
     assert 0 < counts.accepted < 10_000
     print("\nlaion 10k text funnel:", counts.as_dict())
     annotated.unpersist()
+
+
+def test_udf_work_is_spread_over_the_requested_partitions(spark, rules):
+    # a few bytes of captions, but CPU-heavy: AQE must not coalesce them into one task
+    annotated = with_text_verdicts(pairs(spark, [GOOD, "a green star on a wooden table"]), rules, partitions=6)
+    plan = annotated._jdf.queryExecution().executedPlan().toString()
+    # REPARTITION_BY_NUM: a user-set partition count, which AQE leaves as it is
+    assert re.search(rf"hashpartitioning\({NORMALISED}#\d+, 6\), REPARTITION_BY_NUM", plan), plan
+
+
+def test_models_load_once_per_python_worker(spark, rules):
+    """Every task a worker runs sees the same spaCy pipeline and CLD3 object."""
+    import os
+
+    import pandas as pd
+
+    from udfs import resources
+
+    model = rules.spacy_model
+
+    def probe(batches):
+        for batch in batches:
+            yield pd.DataFrame(
+                {
+                    "pid": [os.getpid()] * len(batch),
+                    "nlp": [id(resources.spacy_pipeline(model))] * len(batch),
+                    "cld3": [id(resources.language_identifier())] * len(batch),
+                }
+            )
+
+    seen = (
+        spark.range(0, 600, numPartitions=12).mapInPandas(probe, "pid long, nlp long, cld3 long").distinct().collect()
+    )
+    pids = {r["pid"] for r in seen}
+    assert len(seen) == len(pids) <= 2  # local[2]: at most two reused workers, one pipeline each
