@@ -119,7 +119,7 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
         hashed = F.when(source_id.isNotNull(), F.xxhash64(source_id.cast("string")))
         pair_id = source_id.cast("long") if integral else hashed
     dump_col = next((c for c in raw.columns if c.lower() == "dump"), None)
-    dump = col_ref(dump_col).cast("string") if dump_col else F.lit(cfg.dump)
+    dump = F.coalesce(col_ref(dump_col).cast("string"), F.lit(cfg.dump)) if dump_col else F.lit(cfg.dump)
 
     consumed = {url_col: "url", caption_col: "caption", dump_col: "dump"}
     if id_col is not None and isinstance(raw.schema[id_col].dataType, IntegralType):

@@ -92,6 +92,20 @@ def _write_text(spark: SparkSession, path: str, text: str) -> None:
         out.close()
 
 
+def _drop_partitions(spark: SparkSession, folder: str, dumps: set[str]) -> None:
+    """Delete ``folder/dump=<name>`` for ``dumps``: a re-run that leaves a dump with no rows
+    of this kind must not leave the previous run's rows behind (dynamic partition
+    overwrite only replaces the partitions it writes)."""
+    jvm = spark.sparkContext._jvm
+    escape = jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for dump in sorted(dumps):
+        path = jvm.org.apache.hadoop.fs.Path(f"{folder}/dump={escape(dump)}")
+        fs = path.getFileSystem(conf)
+        if fs.exists(path):
+            fs.delete(path, True)
+
+
 def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str) -> dict[str, Any]:
     """Run ingest and the configured stages, write all outputs, return the funnel."""
     started = time.time()
@@ -123,6 +137,12 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     current.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/accepted")
     all_rejected: DataFrame = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), rejected_parts)
     all_rejected.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/rejected")
+    input_dumps = set(funnel[0].dumps)
+    _drop_partitions(
+        spark, f"{output}/accepted", input_dumps - {d for d, n in funnel[-1].dumps.items() if n["accepted"]}
+    )
+    rejected_dumps = {d for counts in funnel for d, n in counts.dumps.items() if n["rejected"]}
+    _drop_partitions(spark, f"{output}/rejected", input_dumps - rejected_dumps)
     for frame in cached:
         frame.unpersist()
 

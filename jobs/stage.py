@@ -38,6 +38,8 @@ class StageCounts:
     accepted: int
     rejected: int
     reasons: dict[str, int] = field(default_factory=dict)
+    # per dump: {"accepted": n, "rejected": n}
+    dumps: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -46,6 +48,7 @@ class StageCounts:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "reasons": dict(sorted(self.reasons.items())),
+            "dumps": dict(sorted(self.dumps.items())),
         }
 
 
@@ -59,9 +62,18 @@ def count_stage(stage: str, rows_in: int, annotated: DataFrame) -> StageCounts:
     ``rows_in`` is counted on the stage's input independently, so a join that
     duplicates or loses rows inside the stage is caught here.
     """
-    per_reason = {r["reason"]: r["n"] for r in annotated.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-    accepted = per_reason.pop(None, 0)
-    counts = StageCounts(stage, rows_in, accepted, sum(per_reason.values()), per_reason)
+    per_reason: dict[str, int] = {}
+    dumps: dict[str, dict[str, int]] = {}
+    accepted = 0
+    for r in annotated.groupBy("dump", "reason").agg(F.count(F.lit(1)).alias("n")).collect():
+        side = "accepted" if r["reason"] is None else "rejected"
+        dump = dumps.setdefault(r["dump"], {"accepted": 0, "rejected": 0})
+        dump[side] += r["n"]
+        if r["reason"] is None:
+            accepted += r["n"]
+        else:
+            per_reason[r["reason"]] = per_reason.get(r["reason"], 0) + r["n"]
+    counts = StageCounts(stage, rows_in, accepted, sum(per_reason.values()), per_reason, dumps)
     if counts.accepted + counts.rejected != rows_in:
         raise ConservationError(
             f"stage {stage}: {rows_in} rows in but {counts.accepted} accepted + "

@@ -189,3 +189,53 @@ def test_help_documents_every_option_and_config_key(capsys):
     for section, table in pipeline.Config().to_dict().items():
         for key in table:
             assert f"{section}.{key} = " in text
+
+
+@pytest.mark.spark
+def test_conservation_failure_exits_3_and_writes_nothing(spark, tmp_path, monkeypatch, capsys):
+    """A stage that duplicates rows (here: a broken join) stops the job before any write."""
+    real = pipeline.with_text_verdicts
+
+    def duplicating(pairs, rules, partitions=0):
+        annotated = real(pairs, rules, partitions)
+        return annotated.unionByName(annotated.limit(1))
+
+    monkeypatch.setattr(pipeline, "with_text_verdicts", duplicating)
+    out = tmp_path / "out"
+    assert pipeline.main(["--input", str(write_list(tmp_path)), "--output", str(out)]) == 3
+    assert "conservation check failed" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.spark
+def test_csv_headers_with_spaces_and_punctuation(spark, tmp_path):
+    path = tmp_path / "list.csv"
+    header = 'image url,alt text,"notes (a, b)"\n'
+    path.write_text(header + "http://x/1,the old wooden house near the river,n1\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["--input", str(path), "--output", str(out), "--url-col", "image url", "--caption-col", "alt text"]
+    assert pipeline.main(argv) == 0
+    (row,) = spark.read.parquet(str(out / "accepted")).collect()
+    assert (row["url"], row["caption"], row["alt text"], row["notes (a, b)"]) == (
+        "http://x/1",
+        "the old wooden house near the river",
+        "the old wooden house near the river",
+        "n1",
+    )
+
+
+@pytest.mark.spark
+def test_rerun_leaves_no_stale_partition_behind(spark, tmp_path):
+    """A re-run whose new config rejects a whole dump removes that dump's old accepted rows."""
+    path = tmp_path / "list.parquet"
+    rows = [{"url": "http://x/1", "caption": "the old wooden house near the river"}]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    out = tmp_path / "out"
+    argv = ["--input", str(path), "--output", str(out), "--dump", "crawl:01"]
+    assert pipeline.main(argv) == 0
+    assert (out / "accepted" / "dump=crawl%3A01").is_dir()  # Spark's escaping of ':'
+    assert spark.read.parquet(str(out / "accepted")).count() == 1
+    assert pipeline.main([*argv, "--set", "text.min_chars=900"]) == 0
+    assert not (out / "accepted" / "dump=crawl%3A01").exists()
+    assert [r["reason"] for r in spark.read.parquet(str(out / "rejected")).collect()] == [reasons.TOO_SHORT]
+    assert read_funnel(out)["stages"][-1]["dumps"] == {"crawl:01": {"accepted": 0, "rejected": 1}}
