@@ -22,6 +22,8 @@ JOB_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.skewJoin.enabled": "true",
+    # dump=007/ stays "007": partition values are names, not numbers or dates.
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     # Let AQE coalesce the partitions of persisted stage frames too.
     "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
 }
