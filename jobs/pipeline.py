@@ -117,8 +117,10 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
 
     sc.setJobDescription("ingest: read and map to the pair table")
     raw = read_source(spark, input_path, fmt)
-    rows_in = raw.count()
     annotated = with_pair_columns(raw, fmt, cfg.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+    # Ingest is a projection of the input (one row out per row in), so counting
+    # the persisted frame counts the input: the source is read once, not twice.
+    rows_in = annotated.count()
     funnel: list[StageCounts] = [count_stage("ingest", rows_in, annotated)]
     current, rejected = split_pairs(annotated)
     rejected_parts = [rejected]
