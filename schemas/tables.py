@@ -54,32 +54,30 @@ SPAN = StructType(
     ]
 )
 
+# Columns the text stage adds to the accepted pairs.
+_TEXT_MEASURES = [
+    StructField("text_length", IntegerType(), True),
+    StructField("word_count", IntegerType(), True),
+    StructField("language", StringType(), True),
+    StructField("language_probability", FloatType(), True),
+]
+_TEXT_SPANS = [
+    StructField("noun_chunk_spans", ArrayType(CHUNK_SPAN, False), True),
+    StructField("ref_exp_spans", ArrayType(SPAN, False), True),
+]
+
 # The text stage's judgement of one distinct normalised caption (udfs.text_rules.Verdict).
 TEXT_VERDICT = StructType(
-    [
-        StructField("text_length", IntegerType(), True),
-        StructField("word_count", IntegerType(), True),
-        StructField("language", StringType(), True),
-        StructField("language_probability", FloatType(), True),
+    _TEXT_MEASURES
+    + [
         StructField("reason", StringType(), True),
         StructField("detail", StringType(), True),
         StructField("has_noun", BooleanType(), True),
-        StructField("noun_chunk_spans", ArrayType(CHUNK_SPAN, False), True),
-        StructField("ref_exp_spans", ArrayType(SPAN, False), True),
     ]
+    + _TEXT_SPANS
 )
 
-TEXT_ACCEPTED = StructType(
-    PAIR.fields
-    + [
-        StructField("text_length", IntegerType(), True),
-        StructField("word_count", IntegerType(), True),
-        StructField("language", StringType(), True),
-        StructField("language_probability", FloatType(), True),
-        StructField("noun_chunk_spans", ArrayType(CHUNK_SPAN, False), True),
-        StructField("ref_exp_spans", ArrayType(SPAN, False), True),
-    ]
-)
+TEXT_ACCEPTED = StructType(PAIR.fields + _TEXT_MEASURES + _TEXT_SPANS)
 
 REJECT = StructType(
     [
