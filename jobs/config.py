@@ -10,14 +10,28 @@ errors that name the key, raised before Spark starts.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-INPUT_FORMATS = ("auto", "parquet", "csv", "tsv", "jsonl", "coyo", "grit", "recap")
-KNOWN_STAGES = ("text",)
+INPUT_FORMATS = (
+    "auto",
+    "parquet",
+    "csv",
+    "tsv",
+    "jsonl",
+    "coyo",
+    "grit",
+    "recap",
+    "img2dataset-parquet",
+    "webdataset",
+)
+KNOWN_STAGES = ("text", "image")
+RESIZE_MODES = ("keep_ratio", "center_crop", "no")
+PHASH_MODES = ("exact", "fast")
 # spaCy's coarse tags (Universal Dependencies), what text.noun_pos may name.
 UNIVERSAL_POS = (
     "ADJ",
@@ -60,6 +74,9 @@ class IngestConfig:
     # Recap-DataComp: which caption is filtered as `caption`; the other is
     # carried through as it was.
     recap_caption: str = "re_caption"
+    # img2dataset parquet output: the column holding the image bytes; "" finds
+    # jpg, png or webp (img2dataset names it after its encode format).
+    image_col: str = ""
 
 
 @dataclass
@@ -92,6 +109,65 @@ class TextConfig:
 
 
 @dataclass
+class FetchConfig:
+    # Networks (CIDR) exempt from the private-address refusal. Empty: every
+    # private, loopback, link-local, multicast and metadata address is refused.
+    # Tests and the demo allow 127.0.0.1/32 and nothing else.
+    allow_networks: list[str] = field(default_factory=list)
+    # Local images: file:// URLs only when enabled; plain paths only under
+    # local_root (resolved, so ../ cannot leave it). Both off by default:
+    # a crawl dump must not make the job read the executor's disk.
+    allow_file_urls: bool = False
+    local_root: str = ""
+    # Total seconds per attempt: resolve + connect + headers + body.
+    timeout: float = 10.0
+    connect_timeout: float = 5.0
+    max_bytes: int = 20_000_000
+    max_redirects: int = 5
+    # Extra attempts on connection errors, 429 and 5xx; exponential backoff
+    # with full jitter, or the server's Retry-After when it is at most
+    # max_retry_after seconds (a longer one ends the row as http-4xx / 5xx).
+    retries: int = 2
+    backoff: float = 0.5
+    max_retry_after: float = 10.0
+    # Concurrent fetches per task, and per host within a task.
+    threads: int = 16
+    max_per_host: int = 4
+    # X-Robots-Tag directives that opt an image out ([] = ignore the header);
+    # directives addressed to another bot ("otherbot: noai") are ignored.
+    robots_optout_tokens: list[str] = field(default_factory=lambda: ["noai", "noimageai"])
+    user_agent_token: str = "winnow"
+    # "" = winnow/<version> (+robots tokens honoured).
+    user_agent: str = ""
+
+
+@dataclass
+class ImageConfig:
+    # COYO image rules.
+    min_bytes: int = 5 * 1024  # COYO: image file >= 5 KB (read as KiB)
+    max_aspect_ratio: float = 3.0  # COYO: long side / short side <= 3.0
+    min_side: int = 200  # COYO: min(width, height) >= 200
+    # Refused from the header, before decoding: width x height above this is a
+    # decompression bomb (Pillow's own MAX_IMAGE_PIXELS default).
+    max_pixels: int = 89_478_485
+    # COYO drops NSFW model scores >= 0.5; columns checked when the input has them.
+    nsfw_score_columns: list[str] = field(default_factory=lambda: ["nsfw_score_opennsfw2", "nsfw_score_gantman"])
+    max_nsfw_score: float = 0.5
+    # exact: str(imagehash.phash(image)); fast: JPEG draft decode first (README: agreement rate).
+    phash: str = "exact"
+    # Keep the image, resized as img2dataset does, as the binary column `image` (JPEG).
+    keep_bytes: bool = False
+    image_size: int = 256
+    resize_mode: str = "keep_ratio"
+    resize_only_if_bigger: bool = False
+    encode_quality: int = 95
+    # Rows per Arrow batch into and out of the image UDF (bounds bytes in memory).
+    batch_size: int = 64
+    # Tasks for the image stage; 0 = 3 per core.
+    partitions: int = 0
+
+
+@dataclass
 class RunConfig:
     stages: list[str] = field(default_factory=lambda: list(KNOWN_STAGES))
     # Rows per Arrow batch sent to Python UDFs (spark.sql.execution.arrow.maxRecordsPerBatch).
@@ -102,6 +178,8 @@ class RunConfig:
 class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,6 +317,8 @@ def validate(cfg: Config) -> None:
         "ingest.dump",
         f"{i.dump!r} is not a usable partition value",
     )
+    validate_fetch(cfg.fetch)
+    validate_image(cfg.image)
     need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
     need(bool(r.stages), "run.stages", "must name at least one stage")
     for s in r.stages:
@@ -247,3 +327,50 @@ def validate(cfg: Config) -> None:
             "run.stages",
             f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})",
         )
+
+
+def _need(ok: bool, key: str, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {why}")
+
+
+def validate_fetch(f: FetchConfig) -> None:
+    for cidr in f.allow_networks:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"fetch.allow_networks: {cidr!r} is not a network such as 127.0.0.1/32") from None
+    for key in ("timeout", "connect_timeout"):
+        _need(getattr(f, key) > 0, f"fetch.{key}", "must be above 0 seconds")
+    for key in ("backoff", "max_retry_after"):
+        _need(getattr(f, key) >= 0, f"fetch.{key}", "must not be negative")
+    _need(f.max_bytes >= 1, "fetch.max_bytes", "must be at least 1")
+    _need(f.max_redirects >= 0, "fetch.max_redirects", "must not be negative")
+    _need(f.retries >= 0, "fetch.retries", "must not be negative")
+    _need(f.threads >= 1, "fetch.threads", "must be at least 1")
+    _need(f.max_per_host >= 1, "fetch.max_per_host", "must be at least 1")
+    _need(
+        re.fullmatch(r"[A-Za-z0-9_.-]+", f.user_agent_token) is not None,
+        "fetch.user_agent_token",
+        "must be one word (letters, digits, _ . -)",
+    )
+    if f.local_root:
+        _need(Path(f.local_root).is_dir(), "fetch.local_root", f"not a folder: {f.local_root}")
+
+
+def validate_image(m: ImageConfig) -> None:
+    _need(m.min_bytes >= 0, "image.min_bytes", "must not be negative")
+    _need(m.max_aspect_ratio >= 1.0, "image.max_aspect_ratio", "must be at least 1.0 (long side / short side)")
+    _need(m.min_side >= 1, "image.min_side", "must be at least 1")
+    _need(m.max_pixels >= 1, "image.max_pixels", "must be at least 1")
+    _need(0.0 <= m.max_nsfw_score <= 1.0, "image.max_nsfw_score", "must be within [0, 1]")
+    _need(m.phash in PHASH_MODES, "image.phash", f"{m.phash!r} is not one of {', '.join(PHASH_MODES)}")
+    _need(m.image_size >= 1, "image.image_size", "must be at least 1")
+    _need(
+        m.resize_mode in RESIZE_MODES,
+        "image.resize_mode",
+        f"{m.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}",
+    )
+    _need(1 <= m.encode_quality <= 100, "image.encode_quality", "must be within [1, 100]")
+    _need(m.batch_size >= 1, "image.batch_size", "must be at least 1")
+    _need(m.partitions >= 0, "image.partitions", "must not be negative (0 = 3 per core)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 INGEST = "ingest"
 TEXT = "text"
-STAGES = (INGEST, TEXT)
+IMAGE = "image"
+STAGES = (INGEST, TEXT, IMAGE)
 
 # ingest: the row cannot become a pair at all
 MALFORMED_RECORD = "malformed-record"  # a jsonl line that is not JSON
@@ -27,6 +28,63 @@ WRONG_LANGUAGE = "text-wrong-language"  # CLD3's top language is not text.langua
 TOO_FREQUENT = "text-too-frequent"  # the text occurs more than 10 times in the input
 NO_NOUN = "text-no-noun"  # spaCy finds no noun
 
+# image: obtaining the bytes (HTTP fetch, local file, or bytes in the source row)
+URL_INVALID = "url-invalid"  # not a parseable URL (or longer than 8,192 characters)
+UNSUPPORTED_SCHEME = "unsupported-scheme"  # not http(s); file:// and paths only when enabled
+PATH_OUTSIDE_ROOT = "path-outside-root"  # a local path that resolves outside fetch.local_root
+FILE_MISSING = "file-missing"  # a local file that does not exist or cannot be read
+IMAGE_MISSING = "image-missing"  # the source row should carry image bytes and has none
+DNS = "dns"  # the host name does not resolve (or resolving timed out)
+SSRF_REFUSED = "ssrf-refused"  # resolves to a private / loopback / link-local / multicast / metadata address
+CONNECT = "connect"  # connection refused or reset, after retries
+TIMEOUT = "timeout"  # the total deadline per request passed
+TLS = "tls"  # TLS handshake or certificate failure
+HTTP_3XX = "http-3xx"  # a redirect without a usable Location
+HTTP_4XX = "http-4xx"  # final status 4xx (429 after retries included); detail has the status
+HTTP_5XX = "http-5xx"  # final status 5xx after retries
+TOO_MANY_REDIRECTS = "too-many-redirects"  # more than fetch.max_redirects hops, or a loop
+TOO_LARGE = "too-large"  # more than fetch.max_bytes (declared or streamed)
+TRUNCATED = "truncated"  # the body ended before its Content-Length, or the connection broke mid-body
+ROBOTS_OPTOUT = "robots-optout"  # X-Robots-Tag: noai / noimageai (fetch.robots_optout_tokens)
+
+# image: COYO image-level rules, in the order they are applied
+NSFW_SCORE = "image-nsfw-score"  # an NSFW score column >= image.max_nsfw_score (checked before fetching)
+FILE_TOO_SMALL = "image-file-too-small"  # fewer than image.min_bytes bytes (5 KiB)
+UNDECODABLE = "image-undecodable"  # Pillow cannot identify or fully decode it
+TOO_MANY_PIXELS = "image-too-many-pixels"  # width x height above image.max_pixels (decompression bomb)
+LOW_RESOLUTION = "image-low-resolution"  # min(width, height) < 200
+ASPECT_RATIO = "image-aspect-ratio"  # long side / short side > 3.0
+IMAGE_ERROR = "image-error"  # an unexpected error while handling this row; detail has it
+
+FETCH_REASONS = (
+    URL_INVALID,
+    UNSUPPORTED_SCHEME,
+    PATH_OUTSIDE_ROOT,
+    FILE_MISSING,
+    IMAGE_MISSING,
+    DNS,
+    SSRF_REFUSED,
+    CONNECT,
+    TIMEOUT,
+    TLS,
+    HTTP_3XX,
+    HTTP_4XX,
+    HTTP_5XX,
+    TOO_MANY_REDIRECTS,
+    TOO_LARGE,
+    TRUNCATED,
+    ROBOTS_OPTOUT,
+)
+IMAGE_RULE_REASONS = (
+    NSFW_SCORE,
+    FILE_TOO_SMALL,
+    UNDECODABLE,
+    TOO_MANY_PIXELS,
+    LOW_RESOLUTION,
+    ASPECT_RATIO,
+    IMAGE_ERROR,
+)
+
 REASONS = {
     INGEST: (MALFORMED_RECORD, MISSING_URL, MISSING_CAPTION, MISSING_ID),
     TEXT: (
@@ -39,4 +97,5 @@ REASONS = {
         TOO_FREQUENT,
         NO_NOUN,
     ),
+    IMAGE: FETCH_REASONS + IMAGE_RULE_REASONS,
 }

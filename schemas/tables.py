@@ -12,6 +12,14 @@ was read. Columns winnow adds beyond the GRIT / COYO release names:
 - ``ref_exp_spans``: aligned 1:1 with ``noun_chunk_spans``; the referring
   expression of each chunk (the subtree of its root), or the chunk itself when
   the root has conjuncts (as in the GRIT release).
+- ``image_bytes_size``, ``image_format``: the size in bytes and Pillow's format
+  name (lower case: jpeg, png, webp, gif, ...) of the image as obtained;
+  ``width`` / ``height`` are its dimensions as stored (before any EXIF
+  rotation), ``image_phash`` is ``str(imagehash.phash(image))``.
+- ``image`` (only with ``image.keep_bytes``): the image resized as img2dataset
+  does (EXIF rotation applied), JPEG.
+- ``image_input`` (img2dataset inputs only, dropped by the image stage): the
+  source row's image bytes, used instead of fetching the URL.
 - rejects: ``stage``, ``reason`` (codes in ``schemas.reasons``) and ``detail``.
 """
 
@@ -21,6 +29,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     FloatType,
     IntegerType,
@@ -78,6 +87,22 @@ TEXT_VERDICT = StructType(
 )
 
 TEXT_ACCEPTED = StructType(PAIR.fields + _TEXT_MEASURES + _TEXT_SPANS)
+
+# Columns the image stage adds to the accepted pairs (after the input's columns).
+IMAGE_MEASURES = [
+    StructField("width", IntegerType(), True),
+    StructField("height", IntegerType(), True),
+    StructField("image_bytes_size", LongType(), True),
+    StructField("image_format", StringType(), True),
+    StructField("image_phash", StringType(), True),
+]
+IMAGE_BYTES = StructField("image", BinaryType(), True)
+IMAGE_INPUT = "image_input"
+
+# What the image UDF returns per row, besides the columns it passes through.
+IMAGE_VERDICT = StructType(
+    [StructField("reason", StringType(), True), StructField("detail", StringType(), True)] + IMAGE_MEASURES + [IMAGE_BYTES]
+)
 
 REJECT = StructType(
     [
