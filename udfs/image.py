@@ -1,0 +1,206 @@
+"""COYO image rules, pHash and img2dataset-style resizing on image bytes: pure Python, no Spark.
+
+``inspect_image(data, rules)`` applies the rules in this order, cheapest first,
+and returns the first failure as a reject reason (``schemas.reasons``):
+
+1. file size >= ``min_bytes`` (COYO: 5 KB, read as 5 KiB);
+2. Pillow identifies the format from the header;
+3. width x height <= ``max_pixels``: read from the header, so a decompression
+   bomb is refused before a single pixel is allocated;
+4. min(width, height) >= ``min_side`` (COYO: 200);
+5. long side / short side <= ``max_aspect_ratio`` (COYO: 3.0);
+6. Pillow decodes the whole image (COYO: "Pillow can decode it"; a truncated
+   file fails here).
+
+Accepted images get ``width`` / ``height`` as stored (EXIF orientation is not
+applied, as in COYO's columns), ``image_bytes_size``, ``image_format`` and
+``image_phash`` = ``str(imagehash.phash(image))`` on the decoded image: the
+same function, so the same 16 hex digits as COYO's ``image_phash``. With
+``phash = "fast"`` a JPEG is decoded at a reduced scale first (libjpeg's DCT
+scaling), which changes a few pHashes; README gives the agreement rate.
+
+``keep_bytes`` re-encodes the image as JPEG resized the way img2dataset's
+``resize_mode`` does, after applying the EXIF orientation (a training image
+must look the right way up), transparency flattened onto white.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps
+
+from schemas import reasons
+
+# The fast pHash decodes JPEGs at no less than this size (pHash itself works on 32x32).
+FAST_PHASH_MIN_SIDE = 256
+EXIF_ORIENTATION = 0x0112
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+@dataclass(frozen=True)
+class ImageRules:
+    """The image rules and output options; built from ``jobs.config.ImageConfig`` (same names)."""
+
+    min_bytes: int = 5 * 1024
+    max_aspect_ratio: float = 3.0
+    min_side: int = 200
+    max_pixels: int = 89_478_485
+    phash: str = "exact"
+    keep_bytes: bool = False
+    image_size: int = 256
+    resize_mode: str = "keep_ratio"
+    resize_only_if_bigger: bool = False
+    encode_quality: int = 95
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ImageRules:
+        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass
+class ImageVerdict:
+    """One image's measures, or the first rule it fails (``reason``)."""
+
+    reason: str | None = None
+    detail: str | None = None
+    width: int | None = None
+    height: int | None = None
+    image_bytes_size: int | None = None
+    image_format: str | None = None
+    image_phash: str | None = None
+    image: bytes | None = None
+
+
+def rejected(reason: str, detail: str | None, **measures: Any) -> ImageVerdict:
+    return ImageVerdict(reason=reason, detail=detail, **measures)
+
+
+def _describe(exc: BaseException) -> str:
+    # Pillow names the BytesIO it read ("<_io.BytesIO object at 0x7f...>"): the address
+    # would make the same input give a different detail on every run.
+    text = _ADDRESS.sub("", f"{type(exc).__name__}: {exc}")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def inspect_image(data: bytes, rules: ImageRules) -> ImageVerdict:
+    """Apply the COYO image rules to ``data``; never raises."""
+    size = len(data)
+    if size < rules.min_bytes:
+        return rejected(reasons.FILE_TOO_SMALL, f"{size} bytes (minimum {rules.min_bytes})", image_bytes_size=size)
+    with warnings.catch_warnings():
+        # Pillow's own bomb warning and palette/EXIF chatter: the rules below decide.
+        warnings.simplefilter("ignore")
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.DecompressionBombError as exc:
+            return rejected(reasons.TOO_MANY_PIXELS, _describe(exc), image_bytes_size=size)
+        except Exception as exc:  # Pillow raises many kinds on hostile bytes
+            return rejected(reasons.UNDECODABLE, _describe(exc), image_bytes_size=size)
+        try:
+            return _inspect_open(img, size, rules)
+        except Exception as exc:  # e.g. a codec error outside load()
+            return rejected(reasons.UNDECODABLE, _describe(exc), image_bytes_size=size)
+        finally:
+            img.close()
+
+
+def _inspect_open(img: Image.Image, size: int, rules: ImageRules) -> ImageVerdict:
+    width, height = img.size
+    fmt = (img.format or "").lower() or None
+    measures = {"width": width, "height": height, "image_bytes_size": size, "image_format": fmt}
+    if width <= 0 or height <= 0:
+        return rejected(reasons.UNDECODABLE, f"{width}x{height} pixels", **measures)
+    if width * height > rules.max_pixels:
+        detail = f"{width}x{height} = {width * height} pixels (limit {rules.max_pixels})"
+        return rejected(reasons.TOO_MANY_PIXELS, detail, **measures)
+    if min(width, height) < rules.min_side:
+        return rejected(reasons.LOW_RESOLUTION, f"{width}x{height} (minimum side {rules.min_side})", **measures)
+    ratio = max(width, height) / min(width, height)
+    if ratio > rules.max_aspect_ratio:
+        detail = f"{width}x{height}, ratio {ratio:.3f} (limit {rules.max_aspect_ratio:g})"
+        return rejected(reasons.ASPECT_RATIO, detail, **measures)
+    if rules.phash == "fast" and img.format == "JPEG":
+        side = max(FAST_PHASH_MIN_SIDE, rules.image_size if rules.keep_bytes else 0)
+        img.draft("RGB" if rules.keep_bytes else "L", (side, side))
+    try:
+        img.load()
+    except Exception as exc:
+        return rejected(reasons.UNDECODABLE, f"decoding failed: {_describe(exc)}", **measures)
+    phash = str(imagehash.phash(img))
+    kept = encode_resized(img, rules) if rules.keep_bytes else None
+    return ImageVerdict(None, None, width, height, size, fmt, phash, kept)
+
+
+def phash_bytes(data: bytes) -> str | None:
+    """``str(imagehash.phash(image))`` of encoded bytes, or None when Pillow cannot decode them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return str(imagehash.phash(img))
+        except Exception:
+            return None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB for JPEG: high bit depths scaled down, transparency flattened onto white."""
+    if img.mode in _HIGH_BIT_DEPTH:
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def resize(img: Image.Image, size: int, mode: str, only_if_bigger: bool) -> Image.Image:
+    """img2dataset's resize modes: ``keep_ratio`` makes the smaller side ``size``;
+    ``center_crop`` does that, then crops the centre ``size`` x ``size``; ``no``
+    keeps the image. ``only_if_bigger`` never enlarges."""
+    if mode == "no":
+        return img
+    width, height = img.size
+    short = min(width, height)
+    if only_if_bigger and short <= size:
+        return img  # img2dataset leaves an image it does not resize alone: no crop either
+    scale = size / short
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale < 1:
+        # Area averaging, as cv2's INTER_AREA that img2dataset shrinks with: an integer
+        # box reduction first (cheap), then a box filter for the remaining fraction.
+        scaled = img.resize(target, Image.Resampling.BOX, reducing_gap=2.0)
+    elif scale > 1:
+        scaled = img.resize(target, Image.Resampling.LANCZOS)  # img2dataset enlarges with Lanczos
+    else:
+        scaled = img
+    if mode == "center_crop":
+        w, h = scaled.size
+        side_w, side_h = min(w, size), min(h, size)
+        left, top = (w - side_w) // 2, (h - side_h) // 2
+        scaled = scaled.crop((left, top, left + side_w, top + side_h))
+    return scaled
+
+
+def encode_resized(img: Image.Image, rules: ImageRules) -> bytes:
+    """The kept image: EXIF orientation applied, RGB, resized, JPEG at ``encode_quality``."""
+    # exif_transpose copies the image even when there is nothing to turn: look first.
+    turned = img.getexif().get(EXIF_ORIENTATION, 1) not in (None, 1)
+    upright = (ImageOps.exif_transpose(img) or img) if turned else img
+    out = resize(to_rgb(upright), rules.image_size, rules.resize_mode, rules.resize_only_if_bigger)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=rules.encode_quality)
+    return buf.getvalue()
