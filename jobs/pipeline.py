@@ -1,10 +1,10 @@
-"""The winnow pipeline driver: ingest -> text -> write.
+"""The winnow pipeline driver: ingest -> text -> image -> write.
 
 Reads INPUT (see jobs.ingest for the formats), runs the selected stages and
 writes, under OUTPUT:
 
 - ``accepted/``: parquet partitioned by ``dump`` (schemas.tables.TEXT_ACCEPTED
-  first, then the source columns);
+  first, then the source columns, then the image stage's columns);
 - ``rejected/``: parquet partitioned by ``dump``: ``id``, ``stage``,
   ``reason``, ``detail`` and the stage's input columns;
 - ``report/funnel.json``: rows in, accepted and rejected per reason, per stage.
@@ -32,8 +32,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs import __version__
 from jobs.config import INPUT_FORMATS, KNOWN_STAGES, Config, ConfigError, load_config
+from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
-from jobs.session import JavaMissing, get_spark
+from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError, StageCounts, count_stage
 from jobs.text import split_text, with_text_verdicts
 from udfs import resources
@@ -66,6 +67,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--dump", help="dump name when the input has no dump=<name>/ folders (ingest.dump)")
     parser.add_argument(
         "--stages", help=f"comma-separated stages after ingest (run.stages, available: {','.join(KNOWN_STAGES)})"
+    )
+    parser.add_argument(
+        "--allow-network",
+        action="append",
+        metavar="CIDR",
+        help="exempt a network from the private-address refusal, e.g. 127.0.0.1/32 (fetch.allow_networks; repeatable)",
     )
     parser.add_argument(
         "--set",
@@ -116,7 +123,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         resources.spacy_pipeline(rules.spacy_model)  # a missing model fails here, before any data is read
 
     sc.setJobDescription("ingest: read and map to the pair table")
-    raw = read_source(spark, input_path, fmt)
+    raw = read_source(spark, input_path, fmt, cfg.ingest)
     annotated = with_pair_columns(raw, fmt, cfg.ingest).persist(StorageLevel.MEMORY_AND_DISK)
     # Ingest is a projection of the input (one row out per row in), so counting
     # the persisted frame counts the input: the source is read once, not twice.
@@ -133,6 +140,17 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         cached.append(annotated)
         funnel.append(count_stage("text", text_in, annotated))
         current, rejected = split_text(annotated, current.columns)
+        rejected_parts.append(rejected)
+
+    if "image" in cfg.run.stages:
+        sc.setJobDescription("image: fetch, COYO image rules, pHash")
+        image_in = funnel[-1].accepted
+        annotated = with_image_verdicts(current, cfg.fetch, cfg.image).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(annotated)
+        # Small Arrow batches: image rows may carry bytes (img2dataset inputs, kept images).
+        with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.image.batch_size)}):
+            funnel.append(count_stage("image", image_in, annotated))
+        current, rejected = split_image(annotated, current.columns)
         rejected_parts.append(rejected)
 
     sc.setJobDescription("write: accepted and rejected parquet")
@@ -194,6 +212,7 @@ def execute(args: argparse.Namespace) -> int:
         "ingest.id_col": args.id_col,
         "ingest.dump": args.dump,
         "run.stages": [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None,
+        "fetch.allow_networks": args.allow_network,
     }
     try:
         cfg = load_config(args.config, overrides, args.set)

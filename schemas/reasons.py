@@ -13,7 +13,9 @@ IMAGE = "image"
 STAGES = (INGEST, TEXT, IMAGE)
 
 # ingest: the row cannot become a pair at all
-MALFORMED_RECORD = "malformed-record"  # a jsonl line that is not JSON
+# a jsonl line that is not JSON; a webdataset tar that cannot be read (one row for the
+# whole file, detail says why) or a sample whose .txt / .json is not UTF-8 / a JSON object
+MALFORMED_RECORD = "malformed-record"
 MISSING_URL = "missing-url"
 MISSING_CAPTION = "missing-caption"
 MISSING_ID = "missing-id"

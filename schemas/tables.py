@@ -20,6 +20,9 @@ was read. Columns winnow adds beyond the GRIT / COYO release names:
   does (EXIF rotation applied), JPEG.
 - ``image_input`` (img2dataset inputs only, dropped by the image stage): the
   source row's image bytes, used instead of fetching the URL.
+- webdataset inputs (``WEBDATASET_SAMPLE``): ``shard_path`` (the tar the
+  sample came from), img2dataset's ``key``, ``status``, ``error_message`` and
+  ``json`` (the sample's ``.json`` member as text).
 - rejects: ``stage``, ``reason`` (codes in ``schemas.reasons``) and ``detail``.
 """
 
@@ -101,7 +104,36 @@ IMAGE_INPUT = "image_input"
 
 # What the image UDF returns per row, besides the columns it passes through.
 IMAGE_VERDICT = StructType(
-    [StructField("reason", StringType(), True), StructField("detail", StringType(), True)] + IMAGE_MEASURES + [IMAGE_BYTES]
+    [StructField("reason", StringType(), True), StructField("detail", StringType(), True)]
+    + IMAGE_MEASURES
+    + [IMAGE_BYTES]
+)
+
+# One row per sample of a WebDataset tar, as ingest reads it (udfs.wds.SAMPLE_SCHEMA in
+# Arrow types); partition columns such as ``dump`` follow. ``read_error`` is set on the
+# one row of a tar that cannot be read, and on samples whose .txt / .json are unusable.
+WEBDATASET_SAMPLE = StructType(
+    [
+        StructField("shard_path", StringType(), True),
+        StructField("key", StringType(), True),
+        StructField("url", StringType(), True),
+        StructField("caption", StringType(), True),
+        StructField("status", StringType(), True),
+        StructField("error_message", StringType(), True),
+        StructField("json", StringType(), True),
+        StructField(IMAGE_INPUT, BinaryType(), True),
+        StructField("read_error", StringType(), True),
+    ]
+)
+
+# One row per tar written by the WebDataset export (udfs.wds.EXPORTED_SHARD_SCHEMA).
+EXPORTED_SHARD = StructType(
+    [
+        StructField("dump", StringType(), True),
+        StructField("shard", LongType(), True),
+        StructField("samples", LongType(), True),
+        StructField("bytes", LongType(), True),
+    ]
 )
 
 REJECT = StructType(

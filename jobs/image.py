@@ -1,0 +1,95 @@
+"""Image stage: obtain each pair's image, apply the COYO image rules, compute its pHash.
+
+Reads the previous stage's accepted pairs; writes the same rows with
+``width``, ``height``, ``image_bytes_size``, ``image_format`` and
+``image_phash`` added (and ``image``, the resized JPEG, with
+``image.keep_bytes``), or a reject with one reason code per failure
+(``schemas.reasons``: fetch failures such as ``timeout`` or ``ssrf-refused``,
+then the image rules). Run it through the pipeline:
+
+    spark-submit jobs/pipeline.py --input pairs.parquet --output out/ --stages text,image
+
+Where the bytes come from: the ``url`` column, fetched over HTTP(S) by
+``udfs.fetch`` (or read from local files when ``fetch.local_root`` /
+``fetch.allow_file_urls`` allow it), or the ``image_input`` column that the
+img2dataset input formats fill, in which case nothing is fetched.
+
+NSFW score columns already in the input (``image.nsfw_score_columns``) are
+compared in SQL first, so rows COYO would drop for them are never fetched.
+The rows are then spread over ``image.partitions`` tasks (3 per core by
+default: fetching is I/O bound) and each task runs one ``mapInArrow`` over a
+thread pool (``fetch.threads``, at most ``fetch.max_per_host`` per host).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from jobs.config import FetchConfig, ImageConfig
+from jobs.stage import accepted_rows, rejected_rows
+from schemas import reasons
+from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_VERDICT, col_ref
+from udfs.fetch import FetchPolicy
+from udfs.image import ImageRules
+from udfs.image_udfs import image_mapper
+
+STAGE = reasons.IMAGE
+
+
+def with_nsfw_score_reasons(pairs: DataFrame, image: ImageConfig) -> DataFrame:
+    """Add ``reason`` / ``detail`` for rows whose NSFW score columns reach ``image.max_nsfw_score``.
+
+    Only the configured columns the input has are checked; a null score is no
+    score (not a reject), NaN counts as above every threshold (Spark orders NaN last).
+    """
+    present = [c for c in image.nsfw_score_columns if c in pairs.columns]
+    if not present:
+        return pairs.withColumn("reason", F.lit(None).cast(StringType())).withColumn(
+            "detail", F.lit(None).cast(StringType())
+        )
+    hits = [
+        F.when(
+            col_ref(c).cast("double") >= F.lit(image.max_nsfw_score),
+            F.concat(F.lit(f"{c}="), col_ref(c).cast("string")),
+        )
+        for c in present
+    ]
+    detail = F.coalesce(*hits)
+    return pairs.withColumn("reason", F.when(detail.isNotNull(), F.lit(reasons.NSFW_SCORE))).withColumn(
+        "detail", detail
+    )
+
+
+def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig) -> DataFrame:
+    """Every input row once, with ``reason`` (null = accepted), ``detail`` and the image columns."""
+    policy = FetchPolicy.from_config(fetch)
+    rules = ImageRules.from_config(image)
+    from_bytes = IMAGE_INPUT in pairs.columns
+    scored = with_nsfw_score_reasons(pairs, image)
+    to_check = scored.filter(F.col("reason").isNull()).drop("reason", "detail")
+    partitions = image.partitions or 3 * pairs.sparkSession.sparkContext.defaultParallelism
+    # Hash of the id: deterministic, and a crawl's URLs of one host spread over all tasks.
+    to_check = to_check.repartition(partitions, "id")
+    passed = [f for f in to_check.schema.fields if f.name != IMAGE_INPUT]
+    out_schema = StructType(passed + list(IMAGE_VERDICT.fields))
+    mapper = image_mapper(policy, rules, "url", IMAGE_INPUT if from_bytes else None, image.batch_size)
+    checked = to_check.mapInArrow(mapper, out_schema)
+    flagged = scored.filter(F.col("reason").isNotNull())
+    if from_bytes:
+        flagged = flagged.drop(IMAGE_INPUT)
+    for f in IMAGE_VERDICT.fields:
+        if f.name not in ("reason", "detail"):
+            flagged = flagged.withColumn(f.name, F.lit(None).cast(f.dataType))
+    annotated = checked.unionByName(flagged)
+    return annotated if image.keep_bytes else annotated.drop(IMAGE_BYTES.name)
+
+
+def split_image(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
+    """(accepted, rejected) from the one annotated frame; rejects keep the stage's input columns."""
+    columns = [c for c in input_columns if c != IMAGE_INPUT]
+    added = IMAGE_MEASURES + ([IMAGE_BYTES] if IMAGE_BYTES.name in annotated.columns else [])
+    schema_fields = [annotated.schema[c] for c in columns] + added
+    accepted = accepted_rows(annotated, StructType([StructField(f.name, f.dataType, True) for f in schema_fields]), [])
+    return accepted, rejected_rows(annotated, STAGE, columns)
