@@ -9,37 +9,94 @@ Formats (``ingest.input_format`` / ``--input-format``):
 - ``grit``: GRIT parquet (``url``, ``caption``, ``id``);
 - ``recap``: Recap-DataComp-1B parquet (``url``, ``re_caption`` or
   ``org_caption`` per ``ingest.recap_caption``; the other is carried);
-- ``auto`` (default): by file extension.
+- ``img2dataset-parquet``: img2dataset's ``--output_format parquet`` (only
+  ``*.parquet`` files are read, so its ``*_stats.json`` are skipped): ``url``,
+  ``caption``, ``key``, ``status``, ``error_message``, ``width``, ``height``,
+  ``original_width``, ``original_height``, ``exif``, ``sha256`` and the image
+  bytes in a column named after the encode format (``jpg``, ``png`` or
+  ``webp``; ``ingest.image_col`` names another). The bytes become
+  ``image_input`` (null for rows img2dataset failed to download: the image
+  stage rejects those as ``image-missing``), the other columns are carried;
+- ``webdataset``: a folder of ``.tar`` shards (img2dataset's ``--output_format
+  webdataset``, or any tar of ``<key>.jpg|png|webp``, ``<key>.txt``,
+  ``<key>.json``). Read with Spark's ``binaryFile`` source (``*.tar`` only, so
+  the ``.parquet`` / ``_stats.json`` files beside the shards are skipped; any
+  Hadoop file system; ``dump=<name>/`` folders are discovered) and expanded in
+  a ``mapInArrow`` (``udfs.wds``) into one row per key: ``url``, ``status``,
+  ``error_message`` from the ``.json``, ``caption`` from the ``.txt``,
+  ``image_input``, plus ``key``, ``json`` (the member's text) and
+  ``shard_path``. A key without an image gets null ``image_input``, one
+  without a caption a null caption (``missing-caption``); a tar that cannot
+  be read whole is one ``malformed-record`` row (detail: why) with no samples.
+  Each tar is one row of ``binaryFile``: at most 2 GB per file
+  (``spark.sql.sources.binaryFile.maxLength``), held in executor memory while
+  it is expanded. img2dataset leaves failed downloads out of its tars (they
+  are only in the ``.parquet`` beside each tar), so they are not counted here;
+- ``auto`` (default): by file extension; ``.tar`` is ``webdataset`` (also for
+  a folder holding tars beside img2dataset's ``.parquet`` metadata files).
+  img2dataset parquet cannot be told from a generic list by its name: pass
+  ``--input-format img2dataset-parquet``, or the images are fetched again.
 
 ``id`` is the source id when the id column is an integer; otherwise
 ``xxhash64`` (Spark SQL, seed 42) of the id column's string value, or of the
-URL when there is no id column: stable across runs and Spark versions.
+URL when there is no id column (the default for every img2dataset format;
+``--id-col key`` hashes img2dataset's key instead, unique only within one
+img2dataset run): stable across runs and Spark versions.
 ``dump`` comes from a ``dump=<name>/`` input partition, else ``ingest.dump``.
 Every source column is carried through; one whose name clashes with a column
-winnow owns (id, url, caption, dump, stage, reason, detail) is carried as
-``source_<name>``. Rows with no URL, no caption or no id are rejects.
+winnow owns (id, url, caption, dump, stage, reason, detail, and the image
+stage's width, height, image_bytes_size, image_format, image_phash, image,
+image_input) is carried as ``source_<name>``: img2dataset's ``width`` and
+``height`` become ``source_width`` and ``source_height``. Rows with no URL, no
+caption or no id are rejects.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegralType
+from pyspark.sql.types import BinaryType, IntegralType, StructType
 
 from jobs.config import IngestConfig
 from jobs.stage import accepted_rows, rejected_rows
 from schemas import reasons
-from schemas.tables import PAIR, col_ref
+from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, PAIR, TEXT_VERDICT, WEBDATASET_SAMPLE, col_ref
+from udfs import wds
 
 STAGE = reasons.INGEST
 GENERIC_FORMATS = ("parquet", "csv", "tsv", "jsonl")
 PARQUET_FORMATS = ("parquet", "coyo", "grit", "recap")
-_EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
-RESERVED = ("id", "url", "caption", "dump", "stage", "reason", "detail")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".tar": "webdataset",
+}
+# Columns winnow writes: a source column of the same name is carried as source_<name>.
+RESERVED = (
+    *PAIR.fieldNames(),
+    "stage",
+    "reason",
+    "detail",
+    *(f.name for f in TEXT_VERDICT.fields),
+    *(f.name for f in IMAGE_MEASURES),
+    IMAGE_BYTES.name,
+    IMAGE_INPUT,
+)
 CORRUPT = "_corrupt_record"
+# webdataset: why a tar (or one sample of it) could not be read; becomes the reject's detail.
+READ_ERROR = "read_error"
+# img2dataset names the image column after its encode format.
+IMAGE_COLUMNS = ("jpg", "png", "webp")
+_I2D_MARKERS = ("key", "status", "error_message")
+
+log = logging.getLogger("winnow")
 
 
 class IngestError(ValueError):
@@ -47,29 +104,46 @@ class IngestError(ValueError):
 
 
 def resolve_format(path: str, input_format: str) -> str:
-    """``input_format``, or for ``auto`` the format of the files at ``path``."""
+    """``input_format``, or for ``auto`` the format of the files at ``path``.
+
+    In a folder, the first (sorted) sub-folder holding known files decides;
+    ``.tar`` files win over the ``.parquet`` / ``.json`` that img2dataset
+    writes beside its webdataset shards.
+    """
     if input_format != "auto":
         return input_format
     parsed = urlparse(path)
     if parsed.scheme in ("", "file") and os.path.isdir(parsed.path or path):
         for _root, dirs, files in os.walk(parsed.path or path):
             dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-            for name in sorted(files):
-                ext = os.path.splitext(name)[1].lower()
-                if not name.startswith((".", "_")) and ext in _EXTENSIONS:
-                    return _EXTENSIONS[ext]
-        raise IngestError(f"no .parquet/.csv/.tsv/.jsonl files under {path}; pass --input-format")
+            found = [
+                _EXTENSIONS[ext]
+                for name in sorted(files)
+                if not name.startswith((".", "_")) and (ext := os.path.splitext(name)[1].lower()) in _EXTENSIONS
+            ]
+            if found:
+                return "webdataset" if "webdataset" in found else found[0]
+        raise IngestError(f"no .parquet/.csv/.tsv/.jsonl/.tar files under {path}; pass --input-format")
     ext = os.path.splitext(parsed.path or path)[1].lower()
     if ext in _EXTENSIONS:
         return _EXTENSIONS[ext]
     raise IngestError(f"cannot tell the format of {path} from its name; pass --input-format")
 
 
-def read_source(spark: SparkSession, path: str, input_format: str) -> DataFrame:
-    """Read ``path`` as ``input_format`` (already resolved); dump=<name>/ folders become a column."""
+def read_source(spark: SparkSession, path: str, input_format: str, cfg: IngestConfig | None = None) -> DataFrame:
+    """Read ``path`` as ``input_format`` (already resolved); dump=<name>/ folders become a column.
+
+    ``cfg`` matters for ``webdataset`` only: ``ingest.image_col`` there names
+    the image member's extension (default: jpg, jpeg, png, webp in that order).
+    """
     reader = spark.read
     if input_format in PARQUET_FORMATS:
         return reader.parquet(path)
+    if input_format == "img2dataset-parquet":
+        # img2dataset writes <shard>_stats.json beside its parquet files.
+        return reader.option("pathGlobFilter", "*.parquet").parquet(path)
+    if input_format == "webdataset":
+        return read_webdataset(spark, path, cfg or IngestConfig())
     if input_format in ("csv", "tsv"):
         sep = "," if input_format == "csv" else "\t"
         # multiLine: web captions contain quoted newlines; PERMISSIVE keeps bad lines as nulls.
@@ -77,6 +151,55 @@ def read_source(spark: SparkSession, path: str, input_format: str) -> DataFrame:
     if input_format == "jsonl":
         return reader.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json(path)
     raise IngestError(f"unknown input format {input_format!r}")
+
+
+def read_webdataset(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
+    """One row per sample of every ``*.tar`` under ``path`` (schemas.tables.WEBDATASET_SAMPLE + partitions).
+
+    binaryFile reads each tar whole (one row, at most 2 GB); the expansion is
+    a ``mapInArrow`` over the tar bytes, so the rows counted downstream are
+    the samples (and one row per unreadable tar), not the files.
+    """
+    files = spark.read.format("binaryFile").option("pathGlobFilter", "*.tar").load(path)
+    partitions = [f for f in files.schema.fields if f.name not in ("path", "modificationTime", "length", "content")]
+    names = [f.name for f in partitions]
+    extensions = (cfg.image_col.lower(),) if cfg.image_col else wds.IMAGE_EXTENSIONS
+    return files.select("path", "content", *names).mapInArrow(
+        wds.shard_expander(names, extensions), StructType(WEBDATASET_SAMPLE.fields + partitions)
+    )
+
+
+def image_column(raw: DataFrame, input_format: str, cfg: IngestConfig) -> str | None:
+    """The column holding the source's image bytes (img2dataset formats), else None."""
+    if input_format == "webdataset":
+        return IMAGE_INPUT
+    if input_format != "img2dataset-parquet":
+        return None
+    if cfg.image_col:
+        name = _find(raw, cfg.image_col, "--set ingest.image_col=<column>")
+    else:
+        found = [c for c in raw.columns if c.lower() in IMAGE_COLUMNS]
+        if len(found) != 1:
+            which = f"several ({', '.join(found)})" if found else "none"
+            raise IngestError(
+                f"img2dataset parquet: expected one image column named jpg, png or webp, found {which} "
+                f"(columns: {', '.join(raw.columns)}); pass --set ingest.image_col=<column>"
+            )
+        name = found[0]
+    if not isinstance(raw.schema[name].dataType, BinaryType):
+        raise IngestError(f"image column {name!r} is {raw.schema[name].dataType.simpleString()}, not binary")
+    return name
+
+
+def _warn_if_img2dataset(raw: DataFrame, input_format: str) -> None:
+    lower = {c.lower() for c in raw.columns}
+    binary = {f.name.lower() for f in raw.schema.fields if isinstance(f.dataType, BinaryType)}
+    if input_format == "parquet" and set(_I2D_MARKERS) <= lower and binary & set(IMAGE_COLUMNS):
+        log.warning(
+            "the input looks like img2dataset parquet output (key, status, %s): read as a generic list, "
+            "its images are fetched again; pass --input-format img2dataset-parquet to use the stored bytes",
+            "/".join(sorted(binary & set(IMAGE_COLUMNS))),
+        )
 
 
 def source_columns(input_format: str, cfg: IngestConfig) -> tuple[str, str, str]:
@@ -107,6 +230,8 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
     id_col = _find(raw, id_name, "--id-col") if id_name else None
     if url_col == caption_col:
         raise IngestError(f"--url-col and --caption-col both name column {url_col!r}")
+    image_col = image_column(raw, input_format, cfg)
+    _warn_if_img2dataset(raw, input_format)
 
     url = col_ref(url_col).cast("string")
     caption = col_ref(caption_col).cast("string")
@@ -128,11 +253,16 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
     for c in raw.columns:
         if consumed.get(c, "").lower() == c.lower():
             continue  # it *is* the canonical column (url, caption, an integer id, dump)
+        if c == image_col or (input_format == "webdataset" and c == READ_ERROR):
+            continue  # the bytes travel once, as image_input; the read error becomes the detail
         alias = f"source_{c}" if c.lower() in RESERVED else c
         carried.append(col_ref(c).alias(alias))
+    image = [col_ref(image_col).alias(IMAGE_INPUT)] if image_col else []
 
+    read_error = F.col(READ_ERROR) if input_format == "webdataset" else F.lit(None).cast("string")
+    malformed = F.col(CORRUPT).isNotNull() if CORRUPT in raw.columns else read_error.isNotNull()
     checks = [
-        (F.col(CORRUPT).isNotNull() if CORRUPT in raw.columns else F.lit(False), reasons.MALFORMED_RECORD),
+        (malformed, reasons.MALFORMED_RECORD),
         (url.isNull() | (F.btrim(url) == ""), reasons.MISSING_URL),
         (caption.isNull() | (caption == ""), reasons.MISSING_CAPTION),
     ]
@@ -148,8 +278,9 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
         caption.alias("caption"),
         dump.alias("dump"),
         *carried,
+        *image,
         reason.alias("reason"),
-        F.lit(None).cast("string").alias("detail"),
+        F.when(reason == F.lit(reasons.MALFORMED_RECORD), read_error).alias("detail"),
     )
 
 

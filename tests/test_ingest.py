@@ -145,7 +145,8 @@ def test_coyo_parquet_keeps_source_id_and_text(spark, tmp_path):
     )
     accepted, rejected = ingest(spark, path.parent, fmt="coyo")
     (row,) = accepted.collect()
-    assert (row["id"], row["caption"], row["text"], row["width"], row["image_phash"]) == (
+    # COYO's width / image_phash would clash with the image stage's: carried as source_<name>
+    assert (row["id"], row["caption"], row["text"], row["source_width"], row["source_image_phash"]) == (
         4947802223,
         "a photo of a lake",
         "a photo of a lake",
@@ -216,6 +217,15 @@ def test_string_id_column_is_hashed_and_clashing_columns_renamed(spark, tmp_path
     expected = spark.range(1).select(F.xxhash64(F.lit("abc")).alias("h")).first()["h"]
     assert row["id"] == expected and row["uid"] == "abc"
     assert row["source_reason"] == "kept" and row["source_stage"] == "s1"
+
+
+def test_source_columns_named_like_the_stage_columns_are_kept(spark, tmp_path):
+    """A crawl dump with its own language / word_count must not lose them to the text stage's columns."""
+    row = {"url": "http://x/1", "caption": "a tree", "language": "de", "word_count": 7, "has_noun": True}
+    accepted, _ = ingest(spark, write_parquet(tmp_path / "p.parquet", [row]))
+    (got,) = accepted.collect()
+    assert (got["source_language"], got["source_word_count"], got["source_has_noun"]) == ("de", 7, True)
+    assert "language" not in accepted.columns and "word_count" not in accepted.columns
 
 
 def test_dump_from_partition_folders_and_from_config(spark, tmp_path):

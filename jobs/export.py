@@ -1,0 +1,234 @@
+"""Export: winnow's accepted pairs as WebDataset tar shards, img2dataset's layout.
+
+Reads ``OUTPUT/accepted`` (parquet partitioned by ``dump``). It must have the
+binary ``image`` column, which the image stage writes only with
+``--set image.keep_bytes=true``; without it the export refuses to start.
+Writes, per dump::
+
+    <output>/dump=<name>/00000.tar, 00001.tar, ...   at most --shard-size samples each
+    <output>/dump=<name>/_winnow_export.json          shard list and counts, written last
+
+Each sample is ``<key>.jpg`` (the ``image`` bytes), ``<key>.txt`` (the
+caption) and ``<key>.json`` (``id``, ``url``, ``caption``, ``width``,
+``height``, ``image_phash``, ``key``, ``dump`` and, when the input has them,
+``noun_chunk_spans`` / ``ref_exp_spans``). Keys are img2dataset's form: the
+shard number (5 digits) then the offset in the shard (as many digits as
+``shard_size - 1`` has), e.g. ``000420031`` = shard 42, sample 31 of 10,000;
+unique within a dump whatever the ids, and what WebDataset / NeMo-style
+loaders expect. The winnow ``id`` is in the ``.json``. The dump folder is
+``dump=<name>`` (escaped as Spark escapes partition values) so the shards
+read back with ``--input-format webdataset`` keep their dump.
+
+Deterministic: within a dump, samples are ordered by ``id`` (then url,
+caption, image bytes, which also settles duplicate ids), numbered from 0, and
+sample ``n`` goes to shard ``n // shard_size``; the tar members have fixed
+owner, mode and time. The same input and shard size give byte-identical tars.
+A re-export first deletes the ``dump=<name>/`` folders of the dumps it
+writes (dumps not in the input are left alone), so no stale shard of an
+earlier, larger export survives.
+
+Where the tars are written: by the executors, with plain Python file I/O
+(each task writes its shards into a hidden temporary file and renames it,
+so a retried task cannot leave half a shard). ``--output`` must therefore be
+a path the driver and every executor can write: a local folder in local
+mode, an NFS or other shared POSIX mount on a cluster. HDFS / S3 URLs are
+refused; export to a shared or local folder and copy (``hdfs dfs -put``,
+``aws s3 sync``), until the writer goes through fsspec / pyarrow.fs.
+
+Scale: the ranking runs on (dump, id, count) rows only, one task per dump
+(a running sum); the image bytes are shuffled twice (a join to those ranks,
+then by shard), each shard's rows go to one task and stream into one open tar.
+
+    winnow export-wds --input OUTPUT/accepted --output shards/ [--shard-size 10000]
+    spark-submit jobs/export.py --input OUTPUT/accepted --output /mnt/shared/shards
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from urllib.parse import urlparse
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.session import JavaMissing, get_spark
+from schemas.tables import EXPORTED_SHARD, IMAGE_BYTES, col_ref
+from udfs import wds
+
+log = logging.getLogger("winnow")
+
+DEFAULT_SHARD_SIZE = 10_000  # img2dataset's number_sample_per_shard
+# Rows per Arrow batch into the writer: each row carries an image.
+BATCH_ROWS = 64
+MANIFEST = "_winnow_export.json"
+REQUIRED = ("id", "url", "caption")
+
+
+class ExportError(ValueError):
+    """The export cannot run as asked; the message says what to change."""
+
+
+def local_folder(output: str) -> str:
+    """``output`` as a local path, or ExportError for a URL Python file I/O cannot write."""
+    parsed = urlparse(output)
+    if parsed.scheme == "file":
+        return parsed.path
+    if parsed.scheme and len(parsed.scheme) > 1:  # "C:" style drive letters are paths
+        raise ExportError(
+            f"--output {output}: the shards are written by the executors with Python file I/O, so the output "
+            "must be a local or shared (NFS) folder every executor can write; export there and copy the "
+            "shards to HDFS / S3 (hdfs dfs -put, aws s3 sync)"
+        )
+    return output
+
+
+def check_exportable(accepted: DataFrame) -> None:
+    missing = [c for c in REQUIRED if c not in accepted.columns]
+    if missing:
+        raise ExportError(f"the input has no {', '.join(missing)} column: is it winnow's OUTPUT/accepted?")
+    if IMAGE_BYTES.name not in accepted.columns:
+        raise ExportError(
+            "the input has no `image` column: winnow keeps the images only when the image stage runs with "
+            "--set image.keep_bytes=true; re-run `winnow run ... --stages text,image --set image.keep_bytes=true`"
+        )
+
+
+def with_shard_positions(pairs: DataFrame, shard_size: int) -> DataFrame:
+    """``_pos`` (0-based rank within the dump by id, url, caption, image) and ``_shard`` (= _pos // shard_size).
+
+    The rank of an id's first row is the number of rows with a smaller id in
+    the dump: a running sum over (dump, id, count), so only those small rows
+    are sorted per dump. Rows sharing an id are then ranked among themselves.
+    """
+    per_id = pairs.groupBy("dump", "id").agg(F.count(F.lit(1)).alias("_n"))
+    running = Window.partitionBy("dump").orderBy("id").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    starts = per_id.select(
+        F.col("dump").alias("_dump"),
+        F.col("id").alias("_id"),
+        (F.sum("_n").over(running) - F.col("_n")).alias("_start"),
+    )
+    joined = pairs.join(starts, pairs["dump"].eqNullSafe(starts["_dump"]) & pairs["id"].eqNullSafe(starts["_id"]))
+    same_id = Window.partitionBy("dump", "id").orderBy("url", "caption", IMAGE_BYTES.name)
+    pos = F.col("_start") + F.row_number().over(same_id) - 1
+    return (
+        joined.withColumn("_pos", pos)
+        .drop("_dump", "_id", "_start")
+        .withColumn("_shard", F.floor(F.col("_pos") / F.lit(shard_size)).cast("long"))
+    )
+
+
+def export_webdataset(accepted: DataFrame, output: str, shard_size: int) -> int:
+    """Write ``accepted`` as WebDataset shards under ``output``; returns the number of samples written.
+
+    Rows without image bytes cannot be a sample: they are counted, logged and
+    listed in the manifest as ``rows_without_image``, not written.
+    """
+    check_exportable(accepted)
+    if shard_size < 1:
+        raise ExportError(f"--shard-size must be at least 1, got {shard_size}")
+    folder = local_folder(output)
+    pairs = accepted if "dump" in accepted.columns else accepted.withColumn("dump", F.lit("default"))
+    pairs = pairs.withColumn("dump", F.coalesce(F.col("dump").cast("string"), F.lit("default")))
+    spans = tuple(c for c in wds.SPAN_COLUMNS if c in pairs.columns)
+    meta = [col_ref(c) if c in pairs.columns else F.lit(None).alias(c) for c in wds.META_COLUMNS]
+
+    # Row counts per dump read no column data; they give the dumps to replace.
+    totals = {r["dump"]: r["n"] for r in pairs.groupBy("dump").agg(F.count(F.lit(1)).alias("n")).collect()}
+    for dump in totals:
+        shutil.rmtree(os.path.join(folder, "dump=" + wds.escape_path_name(dump)), ignore_errors=True)
+
+    with_image = pairs.filter(F.col(IMAGE_BYTES.name).isNotNull()).select(
+        "dump", *meta, IMAGE_BYTES.name, *[col_ref(c) for c in spans]
+    )
+    ordered = (
+        with_shard_positions(with_image, shard_size)
+        .repartition("dump", "_shard")
+        .sortWithinPartitions("dump", "_shard", "_pos")
+    )
+    shards = ordered.mapInArrow(wds.shard_writer(folder, shard_size, spans), EXPORTED_SHARD).collect()
+
+    written = 0
+    for dump, total in sorted(totals.items()):
+        mine = sorted((r for r in shards if r["dump"] == dump), key=lambda r: r["shard"])
+        samples = sum(r["samples"] for r in mine)
+        written += samples
+        if samples < total:
+            log.warning(
+                "dump %s: %d of %d rows have no image bytes and were not exported", dump, total - samples, total
+            )
+        manifest = {
+            "dump": dump,
+            "shard_size": shard_size,
+            "samples": samples,
+            "rows_without_image": total - samples,
+            "shards": [
+                {"file": wds.shard_file_name(r["shard"]), "samples": r["samples"], "bytes": r["bytes"]} for r in mine
+            ],
+        }
+        dump_folder = os.path.join(folder, "dump=" + wds.escape_path_name(dump))
+        os.makedirs(dump_folder, exist_ok=True)
+        with open(os.path.join(dump_folder, MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        log.info("dump %s: %d samples in %d shards under %s", dump, samples, len(mine), dump_folder)
+    return written
+
+
+DESCRIPTION = "Write winnow's accepted pairs (with kept image bytes) as WebDataset tar shards."
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `winnow export-wds` and of `spark-submit jobs/export.py`."""
+    parser.epilog = "exit codes: 0 done, 2 bad input or options"
+    parser.add_argument("--input", required=True, help="winnow's OUTPUT/accepted folder (needs the `image` column)")
+    parser.add_argument(
+        "--output", required=True, help="folder for dump=<name>/NNNNN.tar; local or shared (NFS) for every executor"
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=int,
+        default=DEFAULT_SHARD_SIZE,
+        help=f"samples per shard, at most (default {DEFAULT_SHARD_SIZE:,})",
+    )
+    parser.add_argument(
+        "--master", help="Spark master for a plain `winnow export-wds` (default local[*]); spark-submit sets its own"
+    )
+    return parser
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the export for parsed arguments; 0 ok, 2 bad input or options."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.shard_size < 1:
+            raise ExportError(f"--shard-size must be at least 1, got {args.shard_size}")
+        local_folder(args.output)
+        if "://" not in args.input and not os.path.exists(args.input):
+            raise ExportError(f"input not found: {args.input}")
+        spark = get_spark("winnow-export", master=args.master, arrow_batch_size=BATCH_ROWS)
+    except (ExportError, JavaMissing) as exc:
+        print(f"winnow: error: {exc}", file=sys.stderr)
+        return 2
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        written = export_webdataset(spark.read.parquet(args.input), args.output, args.shard_size)
+    except ExportError as exc:
+        print(f"winnow: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported: {written:,} samples under {args.output}/")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `spark-submit jobs/export.py`; returns the exit code."""
+    parser = add_export_arguments(argparse.ArgumentParser(prog="jobs/export.py", description=DESCRIPTION))
+    return execute(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""WebDataset tar shards: read one into samples, write one from samples. No Spark here.
+
+A shard is a plain (uncompressed) tar whose members are grouped into samples
+by key, the WebDataset convention: ``dir/000010005.jpg`` has key
+``dir/000010005`` and extension ``jpg`` (the key ends at the first dot of the
+file name). img2dataset writes per sample ``<key>.jpg`` (or ``.png`` /
+``.webp``, its encode format), ``<key>.txt`` (the caption) and ``<key>.json``
+(url, caption, key, status, error_message, width, height, ...).
+
+Reading (``read_shard``) is all or nothing per tar: a tar that cannot be
+parsed to its end (bad header, data cut short, garbage after the last member,
+no end-of-archive blocks)
+gives exactly one record with ``error`` set and no samples, so a half-written
+shard is reported, not half-ingested. Within a readable tar, a sample whose
+``.txt`` is not UTF-8 or whose ``.json`` is not a JSON object gets ``error``
+too; every other key is one record, with ``image`` None when the key has no
+image member and ``caption`` None when it has neither a ``.txt`` nor a
+``caption`` string in its ``.json``.
+
+``shard_expander`` is the ``mapInArrow`` body that turns binaryFile rows
+(path, content, partition columns) into those records; ``shard_writer`` is
+the one that writes sorted export rows into tars (``jobs.export``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+# Image members looked for, in this order of preference, when a key has several.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+# What ingest gets per sample (schemas.tables.WEBDATASET_SAMPLE is the same in Spark types).
+SAMPLE_FIELDS = (
+    ("shard_path", pa.string()),
+    ("key", pa.string()),
+    ("url", pa.string()),
+    ("caption", pa.string()),
+    ("status", pa.string()),
+    ("error_message", pa.string()),
+    ("json", pa.string()),
+    ("image_input", pa.binary()),
+    ("read_error", pa.string()),
+)
+SAMPLE_SCHEMA = pa.schema(SAMPLE_FIELDS)
+
+# Per shard written by shard_writer (schemas.tables.EXPORTED_SHARD).
+EXPORTED_SHARD_SCHEMA = pa.schema(
+    [("dump", pa.string()), ("shard", pa.int64()), ("samples", pa.int64()), ("bytes", pa.int64())]
+)
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    """One sample of a shard (or, with ``error`` and no key, a shard that cannot be read)."""
+
+    key: str | None
+    url: str | None = None
+    caption: str | None = None
+    status: str | None = None
+    error_message: str | None = None
+    json: str | None = None
+    image: Buffer | None = None
+    error: str | None = None
+
+
+class _ViewFile:
+    """A read-only, seekable file over a buffer, without copying it (tarfile only reads headers)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        data = self._view[self._pos : end].tobytes()
+        self._pos = max(self._pos, end)
+        return data
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = base + pos
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """(key, lower-case extension) of a member name, WebDataset style; None if it has no extension."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or not stem or not ext:
+        return None
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def _members(view: memoryview) -> list[tuple[str, str, int, int]]:
+    """(key, extension, data offset, size) of every regular file; raises on any damage."""
+    found = []
+    with tarfile.open(fileobj=_ViewFile(view), mode="r:") as tar:  # type: ignore[call-overload]
+        while (info := tar.next()) is not None:
+            if info.offset_data + info.size > len(view):
+                raise tarfile.ReadError(f"member {info.name!r} is cut short")
+            parts = split_member_name(info.name)
+            if info.isreg() and parts is not None:
+                found.append((*parts, info.offset_data, info.size))
+        # tarfile stops quietly at a bad header after the first member, or at the end
+        # of a file cut on a member boundary: what follows the last member must be the
+        # end-of-archive zero blocks every tar writer adds on closing.
+        rest = view[tar.offset :]
+        if len(rest) < tarfile.BLOCKSIZE:
+            raise tarfile.ReadError(f"no end-of-archive blocks after byte {tar.offset}: the tar is cut short")
+        if any(rest.tobytes()):
+            raise tarfile.ReadError(f"unreadable data at byte {tar.offset} of {len(view)}")
+    return found
+
+
+def _text(data: Buffer, what: str) -> str:
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _sample(key: str, parts: dict[str, Buffer], image_extensions: tuple[str, ...]) -> ShardSample:
+    image = next((parts[e] for e in image_extensions if e in parts), None)
+    try:
+        caption = _text(parts["txt"], f"{key}.txt") if "txt" in parts else None
+        text = _text(parts["json"], f"{key}.json") if "json" in parts else None
+        meta: dict[str, Any] = {}
+        if text is not None:
+            try:
+                meta = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{key}.json is not JSON ({exc.msg} at line {exc.lineno})") from None
+            if not isinstance(meta, dict):
+                raise ValueError(f"{key}.json is a JSON {type(meta).__name__}, not an object")
+    except ValueError as exc:
+        return ShardSample(key, image=image, error=str(exc))
+
+    def field(name: str) -> str | None:
+        value = meta.get(name)
+        return value if isinstance(value, str) else None
+
+    if caption is None:
+        caption = field("caption")
+    return ShardSample(key, field("url"), caption, field("status"), field("error_message"), text, image)
+
+
+def read_shard(data: Buffer, image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[ShardSample]:
+    """The samples of one tar in order of first appearance, or one error record.
+
+    Image bytes are slices of ``data`` (memoryviews when ``data`` is one), not copies.
+    """
+    view = memoryview(data).cast("B")
+    try:
+        members = _members(view)
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        return [ShardSample(None, error=f"unreadable tar: {type(exc).__name__}: {exc}"[:1000])]
+    grouped: dict[str, dict[str, Buffer]] = {}
+    for key, ext, offset, size in members:
+        grouped.setdefault(key, {}).setdefault(ext, view[offset : offset + size])  # a repeat: first wins
+    return [_sample(key, parts, image_extensions) for key, parts in grouped.items()]
+
+
+def shard_expander(
+    passed: list[str],
+    image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    batch_rows: int = 256,
+    batch_bytes: int = 64 << 20,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function: binaryFile rows (path, content, *passed) -> one row per sample.
+
+    ``passed`` (partition columns such as ``dump``) are copied onto every
+    sample of their file. Output batches hold at most ``batch_rows`` rows or
+    about ``batch_bytes`` of image bytes.
+    """
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            paths = batch.column("path").to_pylist()
+            contents = batch.column("content")
+            rows: list[tuple[str, ShardSample]] = []
+            source: list[int] = []
+            size = 0
+            for i, path in enumerate(paths):
+                content = contents[i]
+                data = content.as_buffer() if content.is_valid else None
+                samples = (
+                    read_shard(data, image_extensions)
+                    if data is not None
+                    else [ShardSample(None, error="unreadable tar: no content")]
+                )
+                for s in samples:
+                    rows.append((path, s))
+                    source.append(i)
+                    size += len(s.image) if s.image is not None else 0
+                    if len(rows) >= batch_rows or size >= batch_bytes:
+                        yield _sample_batch(rows, batch, source, passed)
+                        rows, source, size = [], [], 0
+            if rows:
+                yield _sample_batch(rows, batch, source, passed)
+
+    return run
+
+
+def _sample_batch(
+    rows: list[tuple[str, ShardSample]], batch: pa.RecordBatch, source: list[int], passed: list[str]
+) -> pa.RecordBatch:
+    values = {
+        "shard_path": [p for p, _ in rows],
+        "key": [s.key for _, s in rows],
+        "url": [s.url for _, s in rows],
+        "caption": [s.caption for _, s in rows],
+        "status": [s.status for _, s in rows],
+        "error_message": [s.error_message for _, s in rows],
+        "json": [s.json for _, s in rows],
+        "image_input": [s.image for _, s in rows],
+        "read_error": [s.error for _, s in rows],
+    }
+    arrays = [pa.array(values[name], type=typ) for name, typ in SAMPLE_FIELDS]
+    indices = pa.array(source, type=pa.int64())
+    arrays += [batch.column(name).take(indices) for name in passed]
+    names = [name for name, _ in SAMPLE_FIELDS] + passed
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+# --- writing -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportSample:
+    """One sample to write: ``<key>.jpg`` (image), ``<key>.txt`` (caption), ``<key>.json`` (meta)."""
+
+    key: str
+    image: Buffer | None
+    caption: str | None
+    meta: dict[str, Any] | None
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    # Fixed owner, mode and time: the same samples give the same bytes.
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class ShardWriter:
+    """Write one tar at ``path``: into a hidden temporary file beside it, renamed on ``close``.
+
+    The rename makes a shard appear whole or not at all, and a retried or
+    speculative task that writes the same shard replaces it with the same bytes.
+    """
+
+    def __init__(self, path: str) -> None:
+        folder, name = os.path.split(path)
+        os.makedirs(folder or ".", exist_ok=True)
+        self.path = path
+        self.samples = 0
+        self._tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close() / abort()
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+
+    def add(self, sample: ExportSample) -> None:
+        parts: list[tuple[str, bytes]] = []
+        if sample.image is not None:
+            parts.append(("jpg", bytes(sample.image)))
+        if sample.caption is not None:
+            parts.append(("txt", sample.caption.encode("utf-8")))
+        if sample.meta is not None:
+            parts.append(("json", json.dumps(sample.meta, ensure_ascii=False).encode("utf-8")))
+        for ext, data in parts:
+            self._tar.addfile(_member(f"{sample.key}.{ext}", len(data)), io.BytesIO(data))
+        self.samples += 1
+
+    def close(self) -> int:
+        """Finish the tar, move it into place; returns its size in bytes."""
+        self._tar.close()
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return os.path.getsize(self.path)
+
+    def abort(self) -> None:
+        self._tar.close()
+        self._file.close()
+        if os.path.exists(self._tmp):
+            os.remove(self._tmp)
+
+
+def write_shard(path: str, rows: Iterable[ExportSample]) -> int:
+    """Write ``rows`` as one tar at ``path``; returns the number of samples written."""
+    writer = ShardWriter(path)
+    try:
+        for row in rows:
+            writer.add(row)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return writer.samples
+
+
+# Spark's escaping of partition values in paths (ExternalCatalogUtils.escapePathName),
+# so that dump=<name>/ folders read back as the same dump name.
+_ESCAPED = set("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
+
+
+def escape_path_name(name: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in name)
+
+
+def shard_file_name(shard: int) -> str:
+    """``00042.tar``: five digits (img2dataset's default), more when needed."""
+    return f"{shard:05d}.tar"
+
+
+def sample_key(shard: int, offset: int, offset_digits: int) -> str:
+    """img2dataset's key form: the shard number (5 digits), then the offset in the shard."""
+    return f"{shard:05d}{offset:0{offset_digits}d}"
+
+
+def offset_digits(shard_size: int) -> int:
+    """Digits of the largest offset in a shard of ``shard_size`` samples (10000 -> 4)."""
+    return len(str(max(shard_size - 1, 0)))
+
+
+META_COLUMNS = ("id", "url", "caption", "width", "height", "image_phash")
+SPAN_COLUMNS = ("noun_chunk_spans", "ref_exp_spans")
+
+
+def shard_writer(
+    output: str, shard_size: int, span_columns: tuple[str, ...] = ()
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function writing rows sorted by (dump, _shard, _pos) into tars.
+
+    Input columns: ``dump``, ``_shard``, ``_pos`` (0-based rank in the dump),
+    ``image`` and ``META_COLUMNS`` (absent ones null), plus ``span_columns``.
+    Every row of a shard must reach the same task, in order: one open tar at
+    a time. Out: one EXPORTED_SHARD_SCHEMA row per shard written.
+    """
+    digits = offset_digits(shard_size)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        done: list[tuple[str, int, int, int]] = []
+        writer: ShardWriter | None = None
+        current: tuple[str, int] | None = None
+        try:
+            for batch in batches:
+                for row in batch.to_pylist():
+                    where = (row["dump"], row["_shard"])
+                    if where != current:
+                        if writer is not None and current is not None:
+                            done.append((*current, writer.samples, writer.close()))
+                        current = where
+                        folder = os.path.join(output, "dump=" + escape_path_name(row["dump"]))
+                        writer = ShardWriter(os.path.join(folder, shard_file_name(row["_shard"])))
+                    key = sample_key(row["_shard"], row["_pos"] - row["_shard"] * shard_size, digits)
+                    meta = {name: row.get(name) for name in META_COLUMNS}
+                    meta.update(key=key, dump=row["dump"])
+                    meta.update({name: row[name] for name in span_columns})
+                    writer.add(ExportSample(key, row["image"], row["caption"], meta))  # type: ignore[union-attr]
+            if writer is not None and current is not None:
+                done.append((*current, writer.samples, writer.close()))
+                writer = None
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if done:
+            columns = list(zip(*done, strict=True))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(col, type=f.type) for col, f in zip(columns, EXPORTED_SHARD_SCHEMA, strict=True)],
+                schema=EXPORTED_SHARD_SCHEMA,
+            )
+
+    return run
