@@ -1,4 +1,5 @@
-"""The `winnow` command: `winnow run` (the pipeline) and `winnow demo` (the built-in sample).
+"""The `winnow` command: `winnow run` (the pipeline), `winnow demo` (the built-in sample)
+and `winnow export-wds` (accepted pairs as WebDataset shards).
 
 `winnow run` takes the same options as `spark-submit jobs/pipeline.py`; use
 spark-submit on a cluster, `winnow run` on a laptop or in CI (local mode).
@@ -11,8 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from jobs import __version__, pipeline
-from jobs.sample import write_sample
+from jobs import __version__, export, pipeline
+from jobs.sample import serve_images, write_sample
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,11 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="generate the built-in sample and run the pipeline on it in local mode",
         description="Generate the built-in sample (two dumps of synthetic scenes plus rows "
-        "each rule rejects) under OUTPUT/sample-input and run the pipeline on it.",
+        "each rule rejects) under OUTPUT/sample-input, serve its images from 127.0.0.1 and "
+        "run the pipeline on it.",
     )
     demo.add_argument("--output", default="demo-output", help="output folder (default demo-output)")
     demo.add_argument("--rows", type=int, default=2000, help="sample size (default 2000, at least 100)")
     demo.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
+    export.add_export_arguments(
+        commands.add_parser(
+            "export-wds",
+            help="write accepted pairs (run with image.keep_bytes=true) as WebDataset tar shards",
+            description=export.DESCRIPTION,
+        )
+    )
     return parser
 
 
@@ -38,18 +47,37 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return pipeline.execute(args)
+    if args.command == "export-wds":
+        return export.execute(args)
     if args.rows < 100:
         print("winnow: error: --rows must be at least 100", file=sys.stderr)
         return 2
+    return run_demo(args)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Generate the sample and its images, serve the images on 127.0.0.1, run the pipeline."""
     output = Path(args.output)
-    sample = output / "sample-input"
-    shutil.rmtree(sample, ignore_errors=True)
-    write_sample(sample, n=args.rows)
-    print(f"sample:   {sample}/ ({args.rows} rows in two dumps)")
-    run_args = pipeline.add_run_arguments(argparse.ArgumentParser()).parse_args(
-        ["--input", str(sample), "--output", str(output), "--master", args.master]
-    )
-    return pipeline.execute(run_args)
+    sample, images = output / "sample-input", output / "sample-images"
+    for folder in (sample, images):
+        shutil.rmtree(folder, ignore_errors=True)
+    with serve_images(images) as base_url:
+        write_sample(sample, n=args.rows, images=images, base_url=base_url)
+        print(f"sample:   {sample}/ ({args.rows} rows in two dumps, images served from {base_url}/sample/)")
+        # The demo allows its own loopback server and nothing else: 127.0.0.2 stays refused.
+        run_args = pipeline.add_run_arguments(argparse.ArgumentParser()).parse_args(
+            [
+                "--input",
+                str(sample),
+                "--output",
+                str(output),
+                "--master",
+                args.master,
+                "--allow-network",
+                "127.0.0.1/32",
+            ]
+        )
+        return pipeline.execute(run_args)
 
 
 if __name__ == "__main__":
