@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-text clean
+.PHONY: venv demo test lint bench bench-text bench-image clean
 
 venv: $(STAMP)
 
@@ -28,10 +28,14 @@ lint: venv
 	$(VENV)/bin/ruff check jobs udfs schemas tests bench
 	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
 
-bench: bench-text
+bench: bench-text bench-image
 
 bench-text: venv
 	$(PY) bench/bench_text.py
+
+# img2dataset runs from its own venv (build/img2dataset-venv), made on first use.
+bench-image: venv
+	$(PY) bench/bench_image.py
 
 clean:
 	rm -rf $(VENV) demo-output spark-warehouse

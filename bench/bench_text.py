@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from benchlib import start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO.parent / "shared" / "data" / "laion_style_captions_10k.parquet"
@@ -81,36 +82,6 @@ def build_pairs(source: pd.DataFrame, repeats: int, distinct: bool) -> pd.DataFr
             "dump": "bench",
         }
     )
-
-
-def start_spark(master: str, arrow_batch_size: int) -> tuple[Any, float]:
-    """One local session like the tests' (UI off, UTC, job settings), timed from launch to ready."""
-    # Python workers must run this interpreter, where winnow is installed (editable).
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    from pyspark.sql import SparkSession
-
-    from jobs.session import JOB_CONF, check_java
-
-    check_java()
-    # A bench, unlike a job, names its master: per-core figures need a known core count.
-    builder = (
-        SparkSession.builder.master(master)
-        .appName("winnow-bench-text")
-        .config("spark.sql.shuffle.partitions", str(SHUFFLE_PARTITIONS))
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "2g")
-        # What `winnow run` sets from run.arrow_batch_size (jobs.session.get_spark).
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_size))
-    )
-    for key, value in JOB_CONF.items():
-        builder = builder.config(key, value)
-    started = time.perf_counter()
-    spark = builder.getOrCreate()
-    seconds = time.perf_counter() - started
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark, seconds
 
 
 def warm_python_workers(spark: Any, model: str, cores: int) -> float:
@@ -304,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_text: error: {exc}", file=sys.stderr)
         return 2
     try:
-        spark, jvm_startup_s = start_spark(MASTER, RunConfig().arrow_batch_size)
+        arrow_batch_size = RunConfig().arrow_batch_size
+        spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-text", SHUFFLE_PARTITIONS, arrow_batch_size)
     except JavaMissing as exc:
         print(f"bench_text: error: {exc}", file=sys.stderr)
         return 2

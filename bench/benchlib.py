@@ -1,0 +1,40 @@
+"""What the benchmarks share: a timed local SparkSession set up as the tests' and the job's."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+
+def start_spark(master: str, app_name: str, shuffle_partitions: int, arrow_batch_size: int) -> tuple[Any, float]:
+    """One local session like the tests' (UI off, UTC, job settings); returns it and its start-up seconds.
+
+    A bench, unlike a job, names its master: per-core figures need a known core count.
+    """
+    # Python workers must run this interpreter, where winnow is installed (editable).
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    from jobs.session import JOB_CONF, check_java
+
+    check_java()
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "2g")
+        # What `winnow run` sets from run.arrow_batch_size (jobs.session.get_spark).
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(arrow_batch_size))
+    )
+    for key, value in JOB_CONF.items():
+        builder = builder.config(key, value)
+    started = time.perf_counter()
+    spark = builder.getOrCreate()
+    seconds = time.perf_counter() - started
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark, seconds
