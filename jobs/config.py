@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -74,8 +75,9 @@ class IngestConfig:
     # Recap-DataComp: which caption is filtered as `caption`; the other is
     # carried through as it was.
     recap_caption: str = "re_caption"
-    # img2dataset parquet output: the column holding the image bytes; "" finds
-    # jpg, png or webp (img2dataset names it after its encode format).
+    # img2dataset outputs: the parquet column (or the webdataset tar member
+    # extension) holding the image bytes; "" finds jpg, png or webp
+    # (img2dataset names it after its encode format).
     image_col: str = ""
 
 
@@ -341,9 +343,11 @@ def validate_fetch(f: FetchConfig) -> None:
         except ValueError:
             raise ConfigError(f"fetch.allow_networks: {cidr!r} is not a network such as 127.0.0.1/32") from None
     for key in ("timeout", "connect_timeout"):
-        _need(getattr(f, key) > 0, f"fetch.{key}", "must be above 0 seconds")
+        value = getattr(f, key)
+        _need(0 < value and math.isfinite(value), f"fetch.{key}", "must be a finite number of seconds above 0")
     for key in ("backoff", "max_retry_after"):
-        _need(getattr(f, key) >= 0, f"fetch.{key}", "must not be negative")
+        value = getattr(f, key)
+        _need(0 <= value and math.isfinite(value), f"fetch.{key}", "must be a finite number of seconds, not negative")
     _need(f.max_bytes >= 1, "fetch.max_bytes", "must be at least 1")
     _need(f.max_redirects >= 0, "fetch.max_redirects", "must not be negative")
     _need(f.retries >= 0, "fetch.retries", "must not be negative")

@@ -56,8 +56,13 @@ def test_defaults_are_not_shared_between_configs() -> None:
 
 def test_to_dict_has_every_section() -> None:
     d = Config().to_dict()
-    assert set(d) == {"ingest", "text", "run"}
-    assert d["text"]["min_chars"] == 6 and d["run"]["stages"] == ["text"]
+    assert set(d) == {"ingest", "text", "fetch", "image", "run"}
+    assert d["text"]["min_chars"] == 6 and d["run"]["stages"] == ["text", "image"]
+    # the COYO image rules and a fetcher that refuses private addresses by default
+    assert (d["image"]["min_bytes"], d["image"]["min_side"], d["image"]["max_aspect_ratio"]) == (5120, 200, 3.0)
+    assert d["image"]["max_nsfw_score"] == 0.5 and d["image"]["phash"] == "exact"
+    assert d["fetch"]["allow_networks"] == [] and d["fetch"]["allow_file_urls"] is False
+    assert d["fetch"]["robots_optout_tokens"] == ["noai", "noimageai"]
 
 
 # --- TOML file -------------------------------------------------------------------
@@ -212,7 +217,33 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> No
         (["ingest.dump=dump=x"], "ingest.dump"),
         (['ingest.dump=""'], "ingest.dump"),
         (["run.arrow_batch_size=0"], "run.arrow_batch_size"),
-        (['run.stages=["text", "image"]'], "run.stages"),
+        (['run.stages=["text", "dedup"]'], "run.stages"),
+        (["fetch.allow_networks=10.0.0.0/33"], "fetch.allow_networks"),
+        (["fetch.allow_networks=localhost"], "fetch.allow_networks"),
+        (["fetch.timeout=0"], "fetch.timeout"),
+        (["fetch.timeout=inf"], "fetch.timeout"),
+        (["fetch.connect_timeout=-1"], "fetch.connect_timeout"),
+        (["fetch.backoff=-0.1"], "fetch.backoff"),
+        (["fetch.max_retry_after=nan"], "fetch.max_retry_after"),
+        (["fetch.max_bytes=0"], "fetch.max_bytes"),
+        (["fetch.max_redirects=-1"], "fetch.max_redirects"),
+        (["fetch.retries=-1"], "fetch.retries"),
+        (["fetch.threads=0"], "fetch.threads"),
+        (["fetch.max_per_host=0"], "fetch.max_per_host"),
+        (['fetch.user_agent_token="two words"'], "fetch.user_agent_token"),
+        (["fetch.local_root=/no/such/folder"], "fetch.local_root"),
+        (["image.min_bytes=-1"], "image.min_bytes"),
+        (["image.max_aspect_ratio=0.5"], "image.max_aspect_ratio"),
+        (["image.min_side=0"], "image.min_side"),
+        (["image.max_pixels=0"], "image.max_pixels"),
+        (["image.max_nsfw_score=1.5"], "image.max_nsfw_score"),
+        (["image.phash=dhash"], "image.phash"),
+        (["image.image_size=0"], "image.image_size"),
+        (["image.resize_mode=border"], "image.resize_mode"),
+        (["image.encode_quality=0"], "image.encode_quality"),
+        (["image.encode_quality=101"], "image.encode_quality"),
+        (["image.batch_size=0"], "image.batch_size"),
+        (["image.partitions=-1"], "image.partitions"),
         (["run.stages=nosuchstage"], "run.stages"),
         (["run.stages=[]"], "run.stages"),
     ],
@@ -251,6 +282,14 @@ def test_existing_nsfw_word_list_is_accepted(tmp_path: Path) -> None:
         ["text.min_language_probability=1.0"],
         ["text.spacy_batch_size=1", "run.arrow_batch_size=1"],
         ["ingest.recap_caption=org_caption"],
+        ["run.stages=text"],
+        ["run.stages=image"],
+        ['fetch.allow_networks=["127.0.0.1/32", "::1/128", "10.1.2.0/24"]'],
+        ["fetch.max_redirects=0", "fetch.retries=0", "fetch.backoff=0", "fetch.max_retry_after=0"],
+        ["fetch.robots_optout_tokens=[]"],
+        ["image.max_aspect_ratio=1.0", "image.min_bytes=0", "image.min_side=1", "image.max_nsfw_score=1"],
+        ["image.phash=fast", "image.keep_bytes=true", "image.resize_mode=center_crop", "image.encode_quality=100"],
+        ["image.resize_mode=no", "image.resize_only_if_bigger=true", "image.batch_size=1", "image.partitions=1"],
     ],
 )
 def test_boundary_values_are_accepted(sets: list[str]) -> None:

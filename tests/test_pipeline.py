@@ -44,7 +44,9 @@ def assert_conserved(spark, output: Path, funnel: dict) -> None:
 @pytest.mark.spark
 def test_pipeline_on_real_captions(spark, laion_10k, tmp_path, capsys):
     out = tmp_path / "out"
+    # the text stage only: the LAION URLs point at the internet, which tests never reach
     argv = ["--input", str(laion_10k), "--output", str(out), "--url-col", "URL", "--caption-col", "TEXT"]
+    argv += ["--stages", "text"]
     assert pipeline.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"funnel:   {out}/report/funnel.json" in printed
@@ -84,8 +86,20 @@ def test_demo_reports_every_rule(spark, tmp_path, capsys):
         reasons.TOO_FREQUENT,
         reasons.MISSING_CAPTION,
         reasons.MISSING_URL,
+        reasons.HTTP_4XX,
+        reasons.LOW_RESOLUTION,
+        reasons.ASPECT_RATIO,
+        reasons.UNDECODABLE,
+        reasons.FILE_TOO_SMALL,
+        reasons.ROBOTS_OPTOUT,
+        reasons.SSRF_REFUSED,
+        reasons.NSFW_SCORE,
     }
+    assert [s["stage"] for s in funnel["stages"]] == ["ingest", "text", "image"]
+    # every image the demo accepts was fetched, checked and hashed
     accepted = spark.read.parquet(str(out / "accepted"))
+    assert accepted.filter("image_phash IS NULL OR width < 200 OR height < 200").count() == 0
+    assert accepted.filter("image_phash RLIKE '^[0-9a-f]{16}$'").count() == accepted.count() > 0
     assert sorted(r["dump"] for r in accepted.select("dump").distinct().collect()) == ["2026-01", "2026-02"]
     assert accepted.filter("expect != ''").count() == 0
 
@@ -102,7 +116,9 @@ def write_list(tmp_path: Path) -> Path:
         (["--set", "text.min_chars=oops"], "text.min_chars: expected int"),
         (["--set", "text.nope=1"], "unknown config key text.nope"),
         (["--set", "text.min_words=300"], "text.min_words: 300 is above text.max_words 256"),
-        (["--stages", "image"], "run.stages: unknown or not yet available stage 'image'"),
+        (["--stages", "bogus"], "run.stages: unknown or not yet available stage 'bogus'"),
+        (["--set", "image.min_side=0"], "image.min_side: must be at least 1"),
+        (["--set", "fetch.allow_networks=10.0.0.300/8"], "fetch.allow_networks"),
     ],
 )
 def test_bad_config_exits_2_naming_the_key(tmp_path, capsys, extra, message):
@@ -157,19 +173,22 @@ def test_missing_java_through_the_cli(tmp_path):
 
 @pytest.mark.spark
 def test_spark_submit_gives_the_same_output_as_winnow_run(spark, tmp_path):
-    from jobs.sample import write_sample
+    from jobs.sample import serve_images, write_sample
 
-    sample = write_sample(tmp_path / "in", n=300, seed=3)
-    local = tmp_path / "local"
-    assert pipeline.main(["--input", str(sample), "--output", str(local)]) == 0
-    submitted = tmp_path / "submitted"
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
-    proc = subprocess.run(
-        [str(REPO / "deploy" / "submit.sh"), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1", "--",
-         "--input", str(sample), "--output", str(submitted)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
-    )  # fmt: skip
+    with serve_images(tmp_path / "images") as base_url:
+        sample = write_sample(tmp_path / "in", n=300, seed=3, images=tmp_path / "images", base_url=base_url)
+        allow = ["--allow-network", "127.0.0.1/32"]
+        local = tmp_path / "local"
+        assert pipeline.main(["--input", str(sample), "--output", str(local), *allow]) == 0
+        submitted = tmp_path / "submitted"
+        bin_dir = Path(sys.executable).parent
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYSPARK_PYTHON": sys.executable}
+        proc = subprocess.run(
+            [str(REPO / "deploy" / "submit.sh"), "--master", "local[2]", "--conf", "spark.driver.host=127.0.0.1",
+             "--", "--input", str(sample), "--output", str(submitted), *allow],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+    assert [s["stage"] for s in read_funnel(local)["stages"]] == ["ingest", "text", "image"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"funnel:   {submitted}/report/funnel.json" in proc.stdout
     assert read_funnel(submitted)["stages"] == read_funnel(local)["stages"]
@@ -202,7 +221,7 @@ def test_conservation_failure_exits_3_and_writes_nothing(spark, tmp_path, monkey
 
     monkeypatch.setattr(pipeline, "with_text_verdicts", duplicating)
     out = tmp_path / "out"
-    assert pipeline.main(["--input", str(write_list(tmp_path)), "--output", str(out)]) == 3
+    assert pipeline.main(["--input", str(write_list(tmp_path)), "--output", str(out), "--stages", "text"]) == 3
     assert "conservation check failed" in capsys.readouterr().err
     assert not out.exists()
 
@@ -214,6 +233,7 @@ def test_csv_headers_with_spaces_and_punctuation(spark, tmp_path):
     path.write_text(header + "http://x/1,the old wooden house near the river,n1\n", encoding="utf-8")
     out = tmp_path / "out"
     argv = ["--input", str(path), "--output", str(out), "--url-col", "image url", "--caption-col", "alt text"]
+    argv += ["--stages", "text"]
     assert pipeline.main(argv) == 0
     (row,) = spark.read.parquet(str(out / "accepted")).collect()
     assert (row["url"], row["caption"], row["alt text"], row["notes (a, b)"]) == (
@@ -231,7 +251,7 @@ def test_rerun_leaves_no_stale_partition_behind(spark, tmp_path):
     rows = [{"url": "http://x/1", "caption": "the old wooden house near the river"}]
     pq.write_table(pa.Table.from_pylist(rows), path)
     out = tmp_path / "out"
-    argv = ["--input", str(path), "--output", str(out), "--dump", "crawl:01"]
+    argv = ["--input", str(path), "--output", str(out), "--dump", "crawl:01", "--stages", "text"]
     assert pipeline.main(argv) == 0
     assert (out / "accepted" / "dump=crawl%3A01").is_dir()  # Spark's escaping of ':'
     assert spark.read.parquet(str(out / "accepted")).count() == 1
