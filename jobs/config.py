@@ -30,7 +30,7 @@ INPUT_FORMATS = (
     "img2dataset-parquet",
     "webdataset",
 )
-KNOWN_STAGES = ("text", "image")
+KNOWN_STAGES = ("text", "image", "dedup")
 RESIZE_MODES = ("keep_ratio", "center_crop", "no")
 PHASH_MODES = ("exact", "fast")
 # spaCy's coarse tags (Universal Dependencies), what text.noun_pos may name.
@@ -170,6 +170,26 @@ class ImageConfig:
 
 
 @dataclass
+class DedupConfig:
+    # The pHash column: the image stage's, or a source's own (COYO: source_image_phash).
+    phash_col: str = "image_phash"
+    # Eval-set blocklists (outputs of `winnow blocklist`); a pair whose pHash is
+    # within blocklist_distance of one of their hashes is rejected (COYO: exact).
+    blocklists: list[str] = field(default_factory=list)
+    blocklist_distance: int = 0
+    # (pHash, caption) exact dedup: the earliest dump, then the smallest id, wins.
+    pair_dedup: bool = True
+    # Dedup against the accepted pairs of earlier dumps; "" = OUTPUT/history.
+    history: bool = True
+    history_path: str = ""
+    # Near-duplicate images (pHash within near_distance), one winner per group.
+    near_duplicates: bool = False
+    near_distance: int = 4
+    # Bits per band key of the banded Hamming join (udfs.hamming.band_plan).
+    band_key_bits: int = 20
+
+
+@dataclass
 class RunConfig:
     stages: list[str] = field(default_factory=lambda: list(KNOWN_STAGES))
     # Rows per Arrow batch sent to Python UDFs (spark.sql.execution.arrow.maxRecordsPerBatch).
@@ -182,6 +202,7 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -321,6 +342,7 @@ def validate(cfg: Config) -> None:
     )
     validate_fetch(cfg.fetch)
     validate_image(cfg.image)
+    validate_dedup(cfg.dedup)
     need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
     need(bool(r.stages), "run.stages", "must name at least one stage")
     for s in r.stages:
@@ -360,6 +382,22 @@ def validate_fetch(f: FetchConfig) -> None:
     )
     if f.local_root:
         _need(Path(f.local_root).is_dir(), "fetch.local_root", f"not a folder: {f.local_root}")
+
+
+def validate_dedup(d: DedupConfig) -> None:
+    from udfs.hamming import band_plan
+
+    _need(bool(d.phash_col.strip()), "dedup.phash_col", "must name a column")
+    for path in d.blocklists:
+        _need("://" in path or Path(path).exists(), "dedup.blocklists", f"not found: {path}")
+    _need(1 <= d.band_key_bits <= 64, "dedup.band_key_bits", "must be within [1, 64]")
+    for key in ("blocklist_distance", "near_distance"):
+        value = getattr(d, key)
+        _need(0 <= value <= 32, f"dedup.{key}", "must be within [0, 32] bits")
+        try:
+            band_plan(value, d.band_key_bits)
+        except ValueError as exc:
+            raise ConfigError(f"dedup.{key}: {exc}") from None
 
 
 def validate_image(m: ImageConfig) -> None:

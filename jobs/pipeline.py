@@ -1,4 +1,4 @@
-"""The winnow pipeline driver: ingest -> text -> image -> write.
+"""The winnow pipeline driver: ingest -> text -> image -> dedup -> write.
 
 Reads INPUT (see jobs.ingest for the formats), runs the selected stages and
 writes, under OUTPUT:
@@ -7,7 +7,9 @@ writes, under OUTPUT:
   first, then the source columns, then the image stage's columns);
 - ``rejected/``: parquet partitioned by ``dump``: ``id``, ``stage``,
   ``reason``, ``detail`` and the stage's input columns;
-- ``report/funnel.json``: rows in, accepted and rejected per reason, per stage.
+- ``report/funnel.json``: rows in, accepted and rejected per reason, per stage;
+- ``history/``: with the dedup stage, what later dumps are deduplicated
+  against (jobs.dedup), written after the accepted output.
 
 A re-run replaces exactly the dumps it writes (dynamic partition overwrite).
 The job fails, before writing, if any stage's rows in != accepted + rejected.
@@ -32,6 +34,15 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs import __version__
 from jobs.config import INPUT_FORMATS, KNOWN_STAGES, Config, ConfigError, load_config
+from jobs.dedup import (
+    DedupError,
+    check_phash_column,
+    history_rows,
+    read_blocklists,
+    read_history,
+    split_dedup,
+    with_dedup_verdicts,
+)
 from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.session import JavaMissing, get_spark, session_conf
@@ -122,9 +133,17 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         rules = TextRules.from_config(cfg.text)
         resources.spacy_pipeline(rules.spacy_model)  # a missing model fails here, before any data is read
 
+    dedup = "dedup" in cfg.run.stages
+    history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
+    # Blocklists are read (and their layout checked) before any data is.
+    blocklist = read_blocklists(spark, cfg.dedup.blocklists) if dedup else None
+
     sc.setJobDescription("ingest: read and map to the pair table")
     raw = read_source(spark, input_path, fmt, cfg.ingest)
     annotated = with_pair_columns(raw, fmt, cfg.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+    available = set(annotated.columns) | ({"image_phash"} if "image" in cfg.run.stages else set())
+    if dedup:
+        check_phash_column(available, cfg.dedup.phash_col)
     # Ingest is a projection of the input (one row out per row in), so counting
     # the persisted frame counts the input: the source is read once, not twice.
     rows_in = annotated.count()
@@ -153,6 +172,16 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         current, rejected = split_image(annotated, current.columns)
         rejected_parts.append(rejected)
 
+    if dedup:
+        sc.setJobDescription("dedup: eval blocklists, (pHash, caption) pairs, history, near-duplicates")
+        dedup_in = funnel[-1].accepted
+        history = read_history(spark, history_path, set(funnel[0].dumps)) if history_path else None
+        annotated = with_dedup_verdicts(current, cfg.dedup, blocklist, history).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(annotated)
+        funnel.append(count_stage("dedup", dedup_in, annotated))
+        current, rejected = split_dedup(annotated, current.columns)
+        rejected_parts.append(rejected)
+
     sc.setJobDescription("write: accepted and rejected parquet")
     current.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/accepted")
     all_rejected: DataFrame = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), rejected_parts)
@@ -163,6 +192,12 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     )
     rejected_dumps = {d for counts in funnel for d, n in counts.dumps.items() if n["rejected"]}
     _drop_partitions(spark, f"{output}/rejected", input_dumps - rejected_dumps)
+    if history_path:
+        # After the accepted output: a run that dies before this point leaves no history
+        # for output that was never written, and the re-run ignores its own dumps' history.
+        sc.setJobDescription("write: dedup history of the accepted pairs")
+        history_rows(current, cfg.dedup.phash_col).write.mode("overwrite").partitionBy("dump").parquet(history_path)
+        _drop_partitions(spark, history_path, input_dumps - {d for d, n in funnel[-1].dumps.items() if n["accepted"]})
     for frame in cached:
         frame.unpersist()
 
@@ -225,7 +260,7 @@ def execute(args: argparse.Namespace) -> int:
     spark.sparkContext.setLogLevel("WARN")
     try:
         report = run_pipeline(spark, cfg, args.input, args.output)
-    except (IngestError, resources.ModelUnavailable) as exc:
+    except (IngestError, DedupError, resources.ModelUnavailable) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except ConservationError as exc:

@@ -10,7 +10,8 @@ from __future__ import annotations
 INGEST = "ingest"
 TEXT = "text"
 IMAGE = "image"
-STAGES = (INGEST, TEXT, IMAGE)
+DEDUP = "dedup"
+STAGES = (INGEST, TEXT, IMAGE, DEDUP)
 
 # ingest: the row cannot become a pair at all
 # a jsonl line that is not JSON; a webdataset tar that cannot be read (one row for the
@@ -58,6 +59,13 @@ LOW_RESOLUTION = "image-low-resolution"  # min(width, height) < 200
 ASPECT_RATIO = "image-aspect-ratio"  # long side / short side > 3.0
 IMAGE_ERROR = "image-error"  # an unexpected error while handling this row; detail has it
 
+# dedup, in the order they are applied
+PHASH_INVALID = "phash-invalid"  # no pHash, or not 16 hex digits (a source's own column)
+EVAL_OVERLAP = "eval-overlap"  # within dedup.blocklist_distance of an eval-set blocklist hash; detail names it
+DUPLICATE_PAIR = "duplicate-pair"  # same (pHash, caption) as an earlier pair; detail has the winner's id
+HISTORY_DUPLICATE = "history-duplicate"  # same (pHash, caption) as an accepted pair of an earlier dump
+NEAR_DUPLICATE = "near-duplicate"  # pHash within dedup.near_distance of a pair kept instead
+
 FETCH_REASONS = (
     URL_INVALID,
     UNSUPPORTED_SCHEME,
@@ -100,4 +108,5 @@ REASONS = {
         NO_NOUN,
     ),
     IMAGE: FETCH_REASONS + IMAGE_RULE_REASONS,
+    DEDUP: (PHASH_INVALID, EVAL_OVERLAP, DUPLICATE_PAIR, HISTORY_DUPLICATE, NEAR_DUPLICATE),
 }

@@ -56,8 +56,9 @@ def test_defaults_are_not_shared_between_configs() -> None:
 
 def test_to_dict_has_every_section() -> None:
     d = Config().to_dict()
-    assert set(d) == {"ingest", "text", "fetch", "image", "run"}
-    assert d["text"]["min_chars"] == 6 and d["run"]["stages"] == ["text", "image"]
+    assert set(d) == {"ingest", "text", "fetch", "image", "dedup", "run"}
+    assert d["text"]["min_chars"] == 6 and d["run"]["stages"] == ["text", "image", "dedup"]
+    assert d["dedup"]["blocklist_distance"] == 0 and d["dedup"]["pair_dedup"] and not d["dedup"]["near_duplicates"]
     # the COYO image rules and a fetcher that refuses private addresses by default
     assert (d["image"]["min_bytes"], d["image"]["min_side"], d["image"]["max_aspect_ratio"]) == (5120, 200, 3.0)
     assert d["image"]["max_nsfw_score"] == 0.5 and d["image"]["phash"] == "exact"
@@ -217,7 +218,14 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> No
         (["ingest.dump=dump=x"], "ingest.dump"),
         (['ingest.dump=""'], "ingest.dump"),
         (["run.arrow_batch_size=0"], "run.arrow_batch_size"),
-        (['run.stages=["text", "dedup"]'], "run.stages"),
+        (['run.stages=["text", "ground"]'], "run.stages"),
+        (['dedup.phash_col=""'], "dedup.phash_col"),
+        (["dedup.blocklists=/no/such/blocklist"], "dedup.blocklists"),
+        (["dedup.blocklist_distance=-1"], "dedup.blocklist_distance"),
+        (["dedup.near_distance=33"], "dedup.near_distance"),
+        (["dedup.near_distance=8"], "dedup.near_distance"),
+        (["dedup.near_distance=32"], "dedup.near_distance"),  # refused from the key count, at once
+        (["dedup.band_key_bits=0"], "dedup.band_key_bits"),
         (["fetch.allow_networks=10.0.0.0/33"], "fetch.allow_networks"),
         (["fetch.allow_networks=localhost"], "fetch.allow_networks"),
         (["fetch.timeout=0"], "fetch.timeout"),
@@ -283,6 +291,8 @@ def test_existing_nsfw_word_list_is_accepted(tmp_path: Path) -> None:
         ["text.spacy_batch_size=1", "run.arrow_batch_size=1"],
         ["ingest.recap_caption=org_caption"],
         ["run.stages=text"],
+        ["run.stages=dedup", "dedup.near_duplicates=true", "dedup.near_distance=6", "dedup.blocklist_distance=2"],
+        ["dedup.near_distance=8", "dedup.band_key_bits=12"],
         ["run.stages=image"],
         ['fetch.allow_networks=["127.0.0.1/32", "::1/128", "10.1.2.0/24"]'],
         ["fetch.max_redirects=0", "fetch.retries=0", "fetch.backoff=0", "fetch.max_retry_after=0"],

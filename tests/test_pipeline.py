@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from jobs import cli, pipeline
 from jobs.session import JavaMissing, check_java
@@ -94,8 +96,21 @@ def test_demo_reports_every_rule(spark, tmp_path, capsys):
         reasons.ROBOTS_OPTOUT,
         reasons.SSRF_REFUSED,
         reasons.NSFW_SCORE,
+        reasons.DUPLICATE_PAIR,
+        reasons.EVAL_OVERLAP,
     }
-    assert [s["stage"] for s in funnel["stages"]] == ["ingest", "text", "image"]
+    assert [s["stage"] for s in funnel["stages"]] == ["ingest", "text", "image", "dedup"]
+    # the planted copies lost to their originals in the earlier dump, the eval images to the blocklist
+    details = rejected.filter(F.col("stage") == "dedup").select("reason", "detail").collect()
+    assert all(
+        re.fullmatch(r"duplicate of id -?\d+ \(dump 2026-01\)", r["detail"])
+        for r in details
+        if r["reason"] == reasons.DUPLICATE_PAIR
+    )
+    assert all(
+        r["detail"].startswith("demo-eval: distance 0 to ") for r in details if r["reason"] == reasons.EVAL_OVERLAP
+    )
+    assert spark.read.parquet(str(out / "history")).count() == funnel["accepted"]
     # every image the demo accepts was fetched, checked and hashed
     accepted = spark.read.parquet(str(out / "accepted"))
     assert accepted.filter("image_phash IS NULL OR width < 200 OR height < 200").count() == 0
@@ -188,7 +203,7 @@ def test_spark_submit_gives_the_same_output_as_winnow_run(spark, tmp_path):
              "--", "--input", str(sample), "--output", str(submitted), *allow],
             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
         )  # fmt: skip
-    assert [s["stage"] for s in read_funnel(local)["stages"]] == ["ingest", "text", "image"]
+    assert [s["stage"] for s in read_funnel(local)["stages"]] == ["ingest", "text", "image", "dedup"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"funnel:   {submitted}/report/funnel.json" in proc.stdout
     assert read_funnel(submitted)["stages"] == read_funnel(local)["stages"]
