@@ -1,5 +1,6 @@
-"""The `winnow` command: `winnow run` (the pipeline), `winnow demo` (the built-in sample)
-and `winnow export-wds` (accepted pairs as WebDataset shards).
+"""The `winnow` command: `winnow run` (the pipeline), `winnow demo` (the built-in sample),
+`winnow export-wds` (accepted pairs as WebDataset shards) and `winnow blocklist`
+(an evaluation set's pHashes, for the dedup stage).
 
 `winnow run` takes the same options as `spark-submit jobs/pipeline.py`; use
 spark-submit on a cluster, `winnow run` on a laptop or in CI (local mode).
@@ -8,11 +9,12 @@ spark-submit on a cluster, `winnow run` on a laptop or in CI (local mode).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from jobs import __version__, export, pipeline
+from jobs import __version__, blocklist, export, pipeline
 from jobs.sample import serve_images, write_sample
 
 
@@ -40,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
             description=export.DESCRIPTION,
         )
     )
+    blocklist.add_blocklist_arguments(
+        commands.add_parser(
+            "blocklist",
+            help="build an evaluation-set pHash blocklist from image files or parquet",
+            description=blocklist.DESCRIPTION,
+        )
+    )
     return parser
 
 
@@ -49,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return pipeline.execute(args)
     if args.command == "export-wds":
         return export.execute(args)
+    if args.command == "blocklist":
+        return blocklist.execute(args)
     if args.rows < 100:
         print("winnow: error: --rows must be at least 100", file=sys.stderr)
         return 2
@@ -58,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     """Generate the sample and its images, serve the images on 127.0.0.1, run the pipeline."""
     output = Path(args.output)
-    sample, images = output / "sample-input", output / "sample-images"
-    for folder in (sample, images):
+    sample, images, blocklist_dir = output / "sample-input", output / "sample-images", output / "sample-blocklist"
+    for folder in (sample, images, blocklist_dir):
         shutil.rmtree(folder, ignore_errors=True)
     with serve_images(images) as base_url:
-        write_sample(sample, n=args.rows, images=images, base_url=base_url)
+        write_sample(sample, n=args.rows, images=images, base_url=base_url, blocklist=blocklist_dir)
         print(f"sample:   {sample}/ ({args.rows} rows in two dumps, images served from {base_url}/sample/)")
         # The demo allows its own loopback server and nothing else: 127.0.0.2 stays refused.
         run_args = pipeline.add_run_arguments(argparse.ArgumentParser()).parse_args(
@@ -75,6 +86,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 args.master,
                 "--allow-network",
                 "127.0.0.1/32",
+                "--set",
+                f"dedup.blocklists={json.dumps([str(blocklist_dir)])}",
             ]
         )
         return pipeline.execute(run_args)

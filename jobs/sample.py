@@ -23,6 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from schemas import reasons
+from udfs.image import phash_bytes
+
 COLORS = ("red", "blue", "green", "yellow", "orange", "purple", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star", "rectangle")
 SIZES = ("small", "large", "tiny", "big")
@@ -221,6 +224,7 @@ def sample_rows(n: int, seed: int = 0, base_url: str = "http://127.0.0.1:8765") 
         rows.append({"url": "placeholder", "caption": scene.caption, "expect": "", "scene": scene})
     rnd.shuffle(rows)
     rows = rows[:n]
+    _plant_duplicates(rows, copies)
     for i, row in enumerate(rows):
         row["key"] = f"{i:06d}"
         row["nsfw_score_gantman"] = 0.93 if row.get("image") == "image-nsfw-score" else round(rnd.uniform(0, 0.3), 3)
@@ -236,6 +240,22 @@ def sample_rows(n: int, seed: int = 0, base_url: str = "http://127.0.0.1:8765") 
     return rows
 
 
+def _plant_duplicates(rows: list[dict], copies: int) -> None:
+    """Scene rows of the first dump become originals of exact copies in the second dump
+    (same image, same caption: ``duplicate-pair``, the earlier dump wins), and others
+    become images of the demo's eval-set blocklist (``eval-overlap``)."""
+    half = len(rows) // 2
+    first = [i for i in range(half) if rows[i]["expect"] == "" and "scene" in rows[i]]
+    second = [i for i in range(half, len(rows)) if rows[i]["expect"] == "" and "scene" in rows[i]]
+    for j, (orig, copy) in enumerate(zip(first[:copies], second, strict=False)):
+        caption = f"a framed photograph of a lighthouse on a rocky coast, print number {j + 1}"
+        rows[orig]["caption"] = rows[copy]["caption"] = caption
+        rows[copy].update(expect=reasons.DUPLICATE_PAIR, scene=rows[orig]["scene"], same_image_as=orig)
+    for j, i in enumerate(first[copies : 2 * copies]):
+        rows[i].update(caption=f"an old map of the harbour with sailing ships, plate number {j + 1}", eval=True)
+        rows[i]["expect"] = reasons.EVAL_OVERLAP
+
+
 SAMPLE_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -247,20 +267,27 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 
+BLOCKLIST_SCHEMA = pa.schema([("image_phash", pa.string()), ("source", pa.string())])
+
+
 def write_sample(
     folder: str | Path,
     n: int = 2000,
     seed: int = 0,
     images: str | Path | None = None,
     base_url: str = "http://127.0.0.1:8765",
+    blocklist: str | Path | None = None,
 ) -> Path:
     """Write the sample as ``folder/dump=2026-01/`` and ``folder/dump=2026-02/`` parquet; return ``folder``.
 
     With ``images``, also draw every row's image into that folder (what
-    ``serve_images`` serves under ``base_url/sample/``).
+    ``serve_images`` serves under ``base_url/sample/``); with ``blocklist`` as
+    well, write the pHashes of the rows planted as ``eval-overlap`` there as an
+    eval-set blocklist named ``demo-eval`` (the layout of ``winnow blocklist``).
     """
     folder = Path(folder)
     rows = sample_rows(n, seed, base_url)
+    blocked: list[dict] = []
     if images is not None:
         target = Path(images)
         target.mkdir(parents=True, exist_ok=True)
@@ -271,9 +298,17 @@ def write_sample(
                 data = bad_image(row["image"], i)
             else:  # scenes, and rows the text rules reject (their image is never fetched)
                 scene = row.get("scene") or random_scene(random.Random(i))
-                data = draw_scene(scene, seed * 1_000_003 + i)
+                data = draw_scene(scene, seed * 1_000_003 + row.get("same_image_as", i))
             if data is not None:
                 (target / row["url"].rsplit("/", 1)[-1]).write_bytes(data)
+            if row.get("eval"):
+                blocked.append({"image_phash": phash_bytes(data), "source": row["url"]})
+    if blocklist is not None:
+        if images is None:
+            raise ValueError("a blocklist needs the images: pass images= as well")
+        target = Path(blocklist) / "name=demo-eval"
+        target.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(blocked, schema=BLOCKLIST_SCHEMA), target / "part-0.parquet")
     half = len(rows) // 2
     for dump, part in (("2026-01", rows[:half]), ("2026-02", rows[half:])):
         target = folder / f"dump={dump}"
