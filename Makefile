@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-text bench-image clean
+.PHONY: venv demo test lint bench bench-text bench-image bench-dedup clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,7 @@ lint: venv
 	$(VENV)/bin/ruff check jobs udfs schemas tests bench
 	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
 
-bench: bench-text bench-image
+bench: bench-text bench-image bench-dedup
 
 bench-text: venv
 	$(PY) bench/bench_text.py
@@ -36,6 +36,11 @@ bench-text: venv
 # img2dataset runs from its own venv (build/img2dataset-venv), made on first use.
 bench-image: venv
 	$(PY) bench/bench_image.py
+
+# Synthetic tables cached under build/bench-dedup; pybktree (the baseline) is
+# pip-installed into the venv on first use from bench/dedup-baseline-requirements.txt.
+bench-dedup: venv
+	$(PY) bench/bench_dedup.py
 
 clean:
 	rm -rf $(VENV) demo-output spark-warehouse
