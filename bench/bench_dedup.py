@@ -103,7 +103,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchlib import start_spark
+from benchlib import load_average, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -778,13 +778,6 @@ def compare(report: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- report ---------------------------------------------------------------------------------------------------------
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _m(rows: int) -> str:

@@ -68,7 +68,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import start_spark
+from benchlib import load_average, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -518,13 +518,6 @@ def cpu_floor(datas: list[bytes], count: int, image_cfgs: list[Any]) -> dict[str
 
 
 # --- report ---------------------------------------------------------------------------------------------------------
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def per_core(images: int, seconds: float) -> float:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from benchlib import start_spark
+from benchlib import load_average, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO.parent / "shared" / "data" / "laion_style_captions_10k.parquet"
@@ -155,13 +155,6 @@ def time_spacy(nlp: Any, captions: list[str], batch_size: int) -> float:
     if n != len(captions):
         raise RuntimeError(f"spaCy returned {n} docs for {len(captions)} captions")
     return seconds
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def format_report(report: dict[str, Any]) -> str:

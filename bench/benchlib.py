@@ -38,3 +38,11 @@ def start_spark(master: str, app_name: str, shuffle_partitions: int, arrow_batch
     seconds = time.perf_counter() - started
     spark.sparkContext.setLogLevel("ERROR")
     return spark, seconds
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages, reported with each benchmark (a busy machine skews its numbers)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
