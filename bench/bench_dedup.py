@@ -19,10 +19,11 @@ in blocks of 20:
   caption. Each near source has one near copy and no exact copy.
 
 So ``duplicate-pair`` must reject exactly the planted exact copies (rows / 10),
-and near-duplicates at distance k exactly the near copies with at most k bits
-flipped, plus the rows of whatever chance pairs of random hashes fall within k
-(0.24 pairs expected at 4M rows for k = 4): the check allows the Poisson mean
-of those pairs plus 6 sigma plus 3, times the most rows one hash holds.
+and near-duplicates at distance k (pair dedup off) the exact copies (distance
+0) and the near copies with at most k bits flipped, plus the rows of whatever
+chance pairs of random hashes fall within k (0.24 pairs expected at 4M rows
+for k = 4): the check allows the Poisson mean of those pairs plus 6 sigma plus
+3, times the most rows one hash holds.
 
 Spark: ONE ``local[2]`` session with the job's settings (jobs.session.JOB_CONF,
 AQE on), ``--shuffle-partitions`` (default 64). Variants, each
@@ -658,13 +659,11 @@ class NearBaseline:
                     ra, rb = root(value), root(other)
                     if ra != rb:
                         parent[max(ra, rb)] = min(ra, rb)
-        groups: dict[int, list[Any]] = {}  # root -> [distinct hashes, rows]
-        for value in parent:
-            g = groups.setdefault(root(value), [0, 0])
-            g[0] += 1
-            g[1] += self.hashes[value][1]
-        # One winner row per group of 2+ distinct hashes; every other row of the group is rejected.
-        rejected = sum(rows - 1 for n, rows in groups.values() if n > 1)
+        groups: dict[int, int] = {}  # root -> rows
+        for value, (_, rows) in self.hashes.items():
+            groups[root(value)] = groups.get(root(value), 0) + rows
+        # One winner row per group (rows sharing one hash are a group too); every other row is rejected.
+        rejected = sum(rows - 1 for rows in groups.values())
         return time.perf_counter() - started, pairs, rejected
 
 
@@ -986,9 +985,10 @@ def main(argv: list[str] | None = None) -> int:
                 band[str(rows)].append(a)
                 log.info("band keys k=%d at %d rows: %s", k, rows, a)
                 # Each chance pair may join a hash holding up to max_rows_per_hash rows to a group.
+                # Exact copies share their source's hash: near-duplicates at distance 0 (pair dedup is off).
                 expects[f"near-k{k}"][rows] = {
-                    "min": planted,
-                    "max": planted + chance_allowance(expected) * meta["max_rows_per_hash"],
+                    "min": planted + exact,
+                    "max": planted + exact + chance_allowance(expected) * meta["max_rows_per_hash"],
                 }
             for run in range(1, runs + 1):
                 shift = (run - 1) % len(VARIANTS)
