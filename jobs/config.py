@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from udfs.grounding import DEFAULT_ABSTRACT_NOUNS
+
 INPUT_FORMATS = (
     "auto",
     "parquet",
@@ -30,7 +32,11 @@ INPUT_FORMATS = (
     "img2dataset-parquet",
     "webdataset",
 )
+# The stages `winnow run` can run. The grounding stage (jobs/ground.py, config [ground]) exists as a
+# library but is not wired into the pipeline yet, so --stages ground is refused, not ignored.
 KNOWN_STAGES = ("text", "image", "dedup")
+# What runs without --stages.
+DEFAULT_STAGES = ("text", "image", "dedup")
 RESIZE_MODES = ("keep_ratio", "center_crop", "no")
 PHASH_MODES = ("exact", "fast")
 # spaCy's coarse tags (Universal Dependencies), what text.noun_pos may name.
@@ -190,8 +196,23 @@ class DedupConfig:
 
 
 @dataclass
+class GroundConfig:
+    # GRIT (Kosmos-2 section 2): keep boxes with score strictly above min_score.
+    min_score: float = 0.65
+    # NMS IoU threshold across all boxes of an image: GRIT does not publish it; 0.5 is the
+    # common detectors' test-time default (udfs/grounding.py's docstring says why).
+    nms_iou: float = 0.5
+    # Chunks whose root lemma is one of these are not grounded (GRIT's published list).
+    abstract_nouns: list[str] = field(default_factory=lambda: sorted(DEFAULT_ABSTRACT_NOUNS))
+    # Kosmos-2 training mode: drop expressions contained in another one (the release keeps them).
+    drop_contained: bool = False
+    # The Boxes table is in pixels: divided by the pair's width / height (needs the image stage).
+    boxes_in_pixels: bool = False
+
+
+@dataclass
 class RunConfig:
-    stages: list[str] = field(default_factory=lambda: list(KNOWN_STAGES))
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     # Rows per Arrow batch sent to Python UDFs (spark.sql.execution.arrow.maxRecordsPerBatch).
     arrow_batch_size: int = 5000
 
@@ -203,6 +224,7 @@ class Config:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    ground: GroundConfig = field(default_factory=GroundConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -343,6 +365,7 @@ def validate(cfg: Config) -> None:
     validate_fetch(cfg.fetch)
     validate_image(cfg.image)
     validate_dedup(cfg.dedup)
+    validate_ground(cfg.ground)
     need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
     need(bool(r.stages), "run.stages", "must name at least one stage")
     for s in r.stages:
@@ -398,6 +421,18 @@ def validate_dedup(d: DedupConfig) -> None:
             band_plan(value, d.band_key_bits)
         except ValueError as exc:
             raise ConfigError(f"dedup.{key}: {exc}") from None
+
+
+def validate_ground(g: GroundConfig) -> None:
+    # min_score 1.0 keeps no box (scores are at most 1): allowed, a way to switch grounding off.
+    _need(0.0 <= g.min_score <= 1.0, "ground.min_score", "must be within [0, 1]")
+    _need(0.0 <= g.nms_iou <= 1.0, "ground.nms_iou", "must be within [0, 1] (1 = no suppression)")
+    for noun in g.abstract_nouns:
+        _need(
+            bool(noun.strip()) and " " not in noun.strip(),
+            "ground.abstract_nouns",
+            f"{noun!r} is not one word (they are matched against the chunk root's lemma)",
+        )
 
 
 def validate_image(m: ImageConfig) -> None:

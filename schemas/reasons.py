@@ -3,15 +3,22 @@
 A rejected row carries ``stage`` (one of ``STAGES``) and ``reason`` (one of the
 codes below). The codes are part of the output contract: dashboards and
 downstream jobs group by them, so a code is never renamed, only added.
+
+The grounding stage also judges rows of a second input, the Boxes table: those
+verdicts are not pair rejects, so their codes live in ``BOX_REASONS``, apart
+from ``REASONS``.
 """
 
 from __future__ import annotations
+
+from udfs import grounding
 
 INGEST = "ingest"
 TEXT = "text"
 IMAGE = "image"
 DEDUP = "dedup"
-STAGES = (INGEST, TEXT, IMAGE, DEDUP)
+GROUND = "ground"
+STAGES = (INGEST, TEXT, IMAGE, DEDUP, GROUND)
 
 # ingest: the row cannot become a pair at all
 # a jsonl line that is not JSON; a webdataset tar that cannot be read (one row for the
@@ -66,6 +73,20 @@ DUPLICATE_PAIR = "duplicate-pair"  # same (pHash, caption) as an earlier pair; d
 HISTORY_DUPLICATE = "history-duplicate"  # same (pHash, caption) as an accepted pair of an earlier dump
 NEAR_DUPLICATE = "near-duplicate"  # pHash within dedup.near_distance of a pair kept instead
 
+# ground: pair rows (GRIT / Kosmos-2 section 2)
+NO_GROUNDING = grounding.NO_GROUNDING  # no noun chunk of the caption keeps a box (or the row has no boxes)
+GROUND_ERROR = "ground-error"  # the row's spans do not fit its caption, or another bug; detail has it
+
+# ground: rows of the Boxes table (the stage's box_verdicts), one definition in udfs.grounding
+BOX_SPAN_INVALID = grounding.BOX_SPAN_INVALID  # start/end missing, start < 0, end > caption length, or start >= end
+BOX_SCORE_INVALID = grounding.BOX_SCORE_INVALID  # score missing, NaN, or outside [0, 1]
+BOX_NO_IMAGE_SIZE = grounding.BOX_NO_IMAGE_SIZE  # pixel box, but the pair has no positive width/height
+BOX_NOT_FINITE = grounding.BOX_NOT_FINITE  # a coordinate is missing, NaN or infinite
+BOX_OUTSIDE_IMAGE = grounding.BOX_OUTSIDE_IMAGE  # a normalised coordinate outside [0, 1]
+BOX_DEGENERATE = grounding.BOX_DEGENERATE  # x_min >= x_max or y_min >= y_max
+BOX_NO_PAIR = "box-no-pair"  # no accepted pair has the box's id (or the id is null)
+BOX_TOO_MANY = "box-too-many"  # beyond jobs.ground.MAX_BOXES_PER_ROW valid boxes for one pair (lowest scores)
+
 FETCH_REASONS = (
     URL_INVALID,
     UNSUPPORTED_SCHEME,
@@ -109,4 +130,9 @@ REASONS = {
     ),
     IMAGE: FETCH_REASONS + IMAGE_RULE_REASONS,
     DEDUP: (PHASH_INVALID, EVAL_OVERLAP, DUPLICATE_PAIR, HISTORY_DUPLICATE, NEAR_DUPLICATE),
+    GROUND: (NO_GROUNDING, GROUND_ERROR),
 }
+
+# Reasons of the Boxes table's rows, in the order they are checked: the pair first, then
+# udfs.grounding.check_box's order, then the per-pair cap.
+BOX_REASONS = (BOX_NO_PAIR, *grounding.BOX_REASONS, BOX_TOO_MANY)

@@ -23,6 +23,13 @@ was read. Columns winnow adds beyond the GRIT / COYO release names:
 - webdataset inputs (``WEBDATASET_SAMPLE``): ``shard_path`` (the tar the
   sample came from), img2dataset's ``key``, ``status``, ``error_message`` and
   ``json`` (the sample's ``.json`` member as text).
+- ``noun_chunks``, ``ref_exps`` (the grounding stage, GRIT release names):
+  lists of ``[start, end, x_min, y_min, x_max, y_max, score]`` (doubles;
+  character span ``[start, end)`` of the caption, box normalised to [0, 1]),
+  aligned 1:1 and sorted by score, highest first; ``noun_chunks`` holds the
+  chunk's span, ``ref_exps`` its referring expression's span, same box and score.
+- ``BOXES``: the detector's output, the grounding stage's second input (one
+  row per box); ``BOX_VERDICT``: what the stage says about each of its rows.
 - rejects: ``stage``, ``reason`` (codes in ``schemas.reasons``) and ``detail``.
 """
 
@@ -34,6 +41,7 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     BooleanType,
+    DoubleType,
     FloatType,
     IntegerType,
     LongType,
@@ -133,6 +141,44 @@ EXPORTED_SHARD = StructType(
         StructField("shard", LongType(), True),
         StructField("samples", LongType(), True),
         StructField("bytes", LongType(), True),
+    ]
+)
+
+# The grounding stage's output columns (GRIT release names and types).
+GRIT_ENTRY = ArrayType(DoubleType(), False)  # [start, end, x_min, y_min, x_max, y_max, score]
+GRIT_COLUMNS = [
+    StructField("noun_chunks", ArrayType(GRIT_ENTRY, False), True),  # chunk span + its kept box
+    StructField("ref_exps", ArrayType(GRIT_ENTRY, False), True),  # aligned: referring-expression span, same box
+]
+
+# The Boxes table (DESIGN.md "Boxes table"): one detector box per row. jobs.ground.read_boxes
+# widens narrower numeric types to these.
+BOXES = StructType(
+    [
+        StructField("id", LongType(), True),  # the pair's id
+        StructField("start", IntegerType(), True),  # character span [start, end) of the phrase in the caption
+        StructField("end", IntegerType(), True),
+        StructField("x_min", DoubleType(), True),  # normalised to [0, 1], or pixels (ground.boxes_in_pixels)
+        StructField("y_min", DoubleType(), True),
+        StructField("x_max", DoubleType(), True),
+        StructField("y_max", DoubleType(), True),
+        StructField("score", DoubleType(), True),  # detector confidence in [0, 1]
+    ]
+)
+
+# One row per row of the Boxes table, as the grounding stage judged it. The box columns are
+# the input's values (not normalised). ``reason`` (schemas.reasons.BOX_REASONS) is set when the
+# box could not be used at all; otherwise ``outcome`` says what grounding made of it: kept,
+# below-score, suppressed (NMS), abstract (abstract-noun chunk), unmatched (span is no noun
+# chunk), contained (ground.drop_contained) or error (its pair row failed: ground-error).
+BOX_VERDICT = StructType(
+    BOXES.fields[:1]
+    + [StructField("dump", StringType(), True)]  # the pair's dump; null for box-no-pair
+    + BOXES.fields[1:]
+    + [
+        StructField("reason", StringType(), True),
+        StructField("outcome", StringType(), True),
+        StructField("detail", StringType(), True),
     ]
 )
 

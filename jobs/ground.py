@@ -1,0 +1,395 @@
+"""Grounding stage (GRIT / Kosmos-2 section 2): noun chunks x detector boxes -> GRIT columns.
+
+Reads two inputs: the accepted pairs of the earlier stages (``id``,
+``caption``, the text stage's ``noun_chunk_spans`` / ``ref_exp_spans``, and
+``width`` / ``height`` when the image stage ran) and the Boxes table
+(``schemas.tables.BOXES``, one detector box per row, ``read_boxes``). Writes
+every pair row once, with the GRIT release columns ``noun_chunks`` and
+``ref_exps`` (lists of ``[start, end, x_min, y_min, x_max, y_max, score]``,
+aligned 1:1, sorted by score, highest first) or a reject, and one verdict per
+box row (``schemas.tables.BOX_VERDICT``).
+
+What happens to one pair's boxes, in order:
+
+1. ``udfs.grounding.check_box`` on every box, against the caption's length
+   (Python characters, the offsets spaCy and ``parse_spans`` write) and, with
+   ``ground.boxes_in_pixels``, the image's ``width`` / ``height`` (rows without
+   them reject pixel boxes as ``box-no-image-size``). A malformed box (span
+   outside the caption, bad score, NaN, outside the image, inverted or empty)
+   is a box reject with its ``box-*`` code; it never fails the job or the pair.
+2. Of the valid boxes, the ``MAX_BOXES_PER_ROW`` best-scored are grounded; the
+   rest are ``box-too-many`` (greedy NMS is quadratic in the boxes of a row).
+3. ``udfs.grounding.ground``: abstract-noun chunks (root lemma), boxes on no
+   chunk's span, score not above ``ground.min_score`` (0.65), greedy NMS across
+   all boxes of the image whatever their chunk (``ground.nms_iou``, 0.5: GRIT
+   does not publish it, 0.5 is the common detectors' test-time default and
+   PASCAL VOC's "same object" overlap; see that module's docstring), then with
+   ``ground.drop_contained`` Kosmos-2's drop of expressions inside another one.
+   Each box that passed 1 and 2 gets an ``outcome``: kept, abstract,
+   unmatched, below-score, suppressed or contained.
+4. A pair with no kept box is rejected ``no-grounding`` (``detail`` counts its
+   boxes per outcome and reason); ``ground-error`` when its spans do not fit its
+   caption (an inconsistent input, not a crash).
+
+Boxes whose id no pair has become ``box-no-pair``. Box verdicts are not pair
+rejects: they are the second output of ``with_ground_verdicts``, one row per
+row of the Boxes table (``schemas.tables.BOX_VERDICT``), and their codes are
+``schemas.reasons.BOX_REASONS``.
+
+Pair ids are expected unique (COYO's and GRIT's are): the Boxes table is keyed
+by ``id`` alone, so when an id repeats each of its pair rows is grounded with
+all of its boxes and ``box_verdicts`` holds those boxes once per such row.
+
+Performance shape: one aggregation (the boxes grouped per ``id`` into a list of
+structs; ``collect_list`` is a map-side partial aggregate, so an image with many
+boxes becomes one row instead of a sorted group), one left join of that onto the
+pairs by ``id`` (adaptive execution broadcasts a small boxes side and splits a
+skewed partition), and one ``mapInArrow`` that checks each row's boxes and
+grounds the row in Python, in Arrow batches of
+``spark.sql.execution.arrow.maxRecordsPerBatch`` rows (``run.arrow_batch_size``).
+The box verdicts of pairs are exploded from that annotated frame (persist it,
+as the driver does for every stage, and the Python pass runs once); boxes
+without a pair are found by a left anti join with the pairs' ids, in SQL.
+
+Not yet run by ``winnow run`` (``--stages ground`` is refused until the
+pipeline reads a Boxes table). Use (the pipeline's pattern for every stage)::
+
+    annotated, box_verdicts = with_ground_verdicts(pairs, read_boxes(spark, path), cfg.ground)
+    annotated = annotated.persist()
+    accepted, rejected = split_ground(annotated, pairs.columns)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_type
+from pyspark.sql.types import (
+    ArrayType,
+    ByteType,
+    DecimalType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    LongType,
+    ShortType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from jobs.config import GroundConfig
+from jobs.stage import accepted_rows, rejected_rows
+from schemas import reasons
+from schemas.tables import BOX_VERDICT, BOXES, GRIT_COLUMNS, col_ref
+from udfs.grounding import Box, GroundingResult, GroundingRules, check_box, ground
+
+STAGE = reasons.GROUND
+
+# Valid boxes grounded per pair row, best scores first; the rest are box-too-many. Detectors
+# emit tens to a few hundred boxes per image (DETR: 100 queries, OWLv2: its top-k), so this only
+# bites on a broken detector job; it bounds greedy NMS (quadratic) and the row's output size.
+MAX_BOXES_PER_ROW = 1000
+
+# Working columns, dropped before the stage's outputs.
+_BOXES, _VERDICTS = "_ground_boxes", "_ground_box_verdicts"
+_BOX_FIELDS = [f.name for f in BOXES.fields if f.name != "id"]
+# What the Arrow pass writes per box: the input box, then the verdict.
+_VERDICT_STRUCT = StructType(
+    [StructField(f.name, f.dataType, True) for f in BOX_VERDICT.fields if f.name not in ("id", "dump")]
+)
+_ADDED = GRIT_COLUMNS + [
+    StructField("reason", StringType(), True),
+    StructField("detail", StringType(), True),
+    StructField(_VERDICTS, ArrayType(_VERDICT_STRUCT, False), True),
+]
+
+# Outcomes of a box that passed check_box (BOX_VERDICT.outcome).
+KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED, ERROR = (
+    "kept",
+    "abstract",
+    "unmatched",
+    "below-score",
+    "suppressed",
+    "contained",
+    "error",
+)
+OUTCOMES = (KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED, ERROR)
+
+_INTEGRAL = (ByteType, ShortType, IntegerType, LongType)
+_NUMERIC = (*_INTEGRAL, FloatType, DoubleType, DecimalType)
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+class GroundError(ValueError):
+    """The stage cannot run on these inputs; the message names the column or path."""
+
+
+# --- the Boxes table -------------------------------------------------------------------
+
+
+def read_boxes(spark: SparkSession, path: str) -> DataFrame:
+    """The Boxes table at ``path`` (a parquet file or a folder of them) as ``BOXES``."""
+    try:
+        frame = spark.read.parquet(path)
+    except Exception as exc:  # AnalysisException: missing path, no parquet in it
+        raise GroundError(f"boxes {path}: cannot read parquet: {str(exc).splitlines()[0]}") from None
+    return conform_boxes(frame, path)
+
+
+def conform_boxes(frame: DataFrame, source: str = "boxes") -> DataFrame:
+    """``frame`` as ``BOXES``: its columns checked, widened, extra columns left out.
+
+    ``id`` (any integer type) becomes long, ``start`` / ``end`` int (a long
+    outside the int range becomes null, so the box is ``box-span-invalid``
+    rather than an overflow error), the box and score (any number) double.
+    """
+    types = {f.name: f.dataType for f in frame.schema}
+    columns = []
+    for target in BOXES.fields:
+        name = target.name
+        if name not in types:
+            raise GroundError(f"boxes {source}: column {name!r} missing (have {', '.join(types)})")
+        integral = name in ("id", "start", "end")
+        allowed = _INTEGRAL if integral else _NUMERIC
+        if not isinstance(types[name], allowed):
+            kind = "an integer" if integral else "a number"
+            raise GroundError(f"boxes {source}: column {name!r} must be {kind}, got {types[name].simpleString()}")
+        column = col_ref(name)
+        if name in ("start", "end") and isinstance(types[name], LongType):
+            column = F.when(column.between(_INT_MIN, _INT_MAX), column.cast(IntegerType()))
+        columns.append(column.cast(target.dataType).alias(name))
+    return frame.select(*columns)
+
+
+# --- one row, pure Python --------------------------------------------------------------
+
+
+@dataclass
+class RowVerdict:
+    """One joined row: the pair's GRIT columns and reason, and one verdict per box."""
+
+    noun_chunks: list[list[float]] = field(default_factory=list)
+    ref_exps: list[list[float]] = field(default_factory=list)
+    reason: str | None = None
+    detail: str | None = None
+    boxes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _box_detail(code: str, box: dict[str, Any], caption_length: int, width: Any, height: Any) -> str:
+    if code == reasons.BOX_SPAN_INVALID:
+        return f"span {box['start']}..{box['end']}, caption has {caption_length} characters"
+    if code == reasons.BOX_SCORE_INVALID:
+        return f"score {box['score']}"
+    if code == reasons.BOX_NO_IMAGE_SIZE:
+        return f"pixel box, image width {width} height {height}"
+    return f"box ({box['x_min']}, {box['y_min']}, {box['x_max']}, {box['y_max']})"
+
+
+def box_outcomes(
+    caption_length: int,
+    chunks: list[dict[str, Any]],
+    refs: list[dict[str, int]],
+    boxes: list[Box],
+    rules: GroundingRules,
+    result: GroundingResult,
+) -> list[str]:
+    """What ``ground`` made of each box, from ``ground`` itself (its rules are not repeated here).
+
+    ``result`` is ``ground`` over all ``boxes``; a box among its entries is
+    kept (equal boxes: as many as it kept). Another box grounded alone shows
+    whether a rule before NMS dropped it (abstract, unmatched, below-score);
+    else NMS suppressed it, or, with ``drop_contained``, the containment rule did.
+    """
+    final = Counter(tuple(entry) for entry in result.noun_chunks)
+    contained: Counter[tuple] = Counter()
+    if rules.drop_contained:
+        plain = ground(caption_length, chunks, refs, boxes, replace(rules, drop_contained=False))
+        contained = Counter(tuple(entry) for entry in plain.noun_chunks) - final
+    outcomes = []
+    for box in boxes:
+        if final[box] > 0:
+            final[box] -= 1
+            outcomes.append(KEPT)
+            continue
+        alone = ground(caption_length, chunks, refs, [box], rules)
+        if alone.unmatched:
+            outcomes.append(UNMATCHED)
+        elif alone.abstract:
+            outcomes.append(ABSTRACT)
+        elif alone.below_score:
+            outcomes.append(BELOW_SCORE)
+        elif contained[box] > 0:
+            contained[box] -= 1
+            outcomes.append(CONTAINED)
+        else:
+            outcomes.append(SUPPRESSED)
+    return outcomes
+
+
+def _summary(chunks: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> str:
+    """``detail`` of a pair row: its boxes counted per outcome, then per reject reason."""
+    counts = Counter(v["outcome"] or v["reason"] for v in verdicts)
+    order = [*OUTCOMES, *reasons.BOX_REASONS]
+    parts = [f"{counts[k]} {k}" for k in order if counts[k]]
+    text = f"boxes {len(verdicts)}" + (": " + ", ".join(parts) if parts else "")
+    return text if chunks else f"no noun chunks; {text}"
+
+
+def judge_row(
+    caption: str | None,
+    chunks: list[dict[str, Any]] | None,
+    refs: list[dict[str, int]] | None,
+    width: float | None,
+    height: float | None,
+    boxes: list[dict[str, Any]] | None,
+    rules: GroundingRules,
+    pixels: bool,
+) -> RowVerdict:
+    """Check one pair's boxes, ground the pair, and give every box its verdict (in input order)."""
+    boxes = boxes or []
+    verdicts = [{**b, "reason": None, "outcome": None, "detail": None} for b in boxes]
+    chunks, refs = chunks or [], refs or []
+    caption_length = len(caption or "")  # Python characters: parse_spans' offsets
+    valid: list[tuple[int, Box]] = []
+    for i, b in enumerate(boxes):
+        box, code = check_box(
+            b["start"],
+            b["end"],
+            b["x_min"],
+            b["y_min"],
+            b["x_max"],
+            b["y_max"],
+            b["score"],
+            caption_length,
+            width,
+            height,
+            pixels,
+        )
+        if code is not None:
+            verdicts[i]["reason"] = code
+            verdicts[i]["detail"] = _box_detail(code, b, caption_length, width, height)
+        else:
+            valid.append((i, box))
+
+    if len(valid) > MAX_BOXES_PER_ROW:
+        valid.sort(key=lambda ib: (-ib[1][6], ib[1][:6], ib[0]))  # best score first, then a total order
+        for i, _ in valid[MAX_BOXES_PER_ROW:]:
+            verdicts[i]["reason"] = reasons.BOX_TOO_MANY
+            verdicts[i]["detail"] = f"{len(valid)} valid boxes for one pair; the {MAX_BOXES_PER_ROW} best are used"
+        valid = valid[:MAX_BOXES_PER_ROW]
+
+    used = [box for _, box in valid]
+    try:
+        result = ground(caption_length, chunks, refs, used, rules)
+        outcomes = box_outcomes(caption_length, chunks, refs, used, rules, result)
+    except ValueError as exc:  # spans that do not fit the caption: this row's input is inconsistent
+        for i, _ in valid:
+            verdicts[i]["outcome"] = ERROR
+        return RowVerdict(reason=reasons.GROUND_ERROR, detail=str(exc)[:500], boxes=verdicts)
+    for (i, _), outcome in zip(valid, outcomes, strict=True):
+        verdicts[i]["outcome"] = outcome
+    return RowVerdict(result.noun_chunks, result.ref_exps, result.reason, _summary(chunks, verdicts), verdicts)
+
+
+# --- the Spark pass ----------------------------------------------------------------------
+
+
+def ground_mapper(
+    rules: GroundingRules, pixels: bool, has_size: bool, arrow_types: list[pa.DataType]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A function for ``DataFrame.mapInArrow`` over the joined rows: every row in, the same row
+    without ``_ground_boxes`` plus the ``_ADDED`` columns out, one output batch per input batch."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            n = batch.num_rows
+            if n == 0:
+                continue
+            column = batch.column
+            captions = column("caption").to_pylist()
+            chunks = column("noun_chunk_spans").to_pylist()
+            refs = column("ref_exp_spans").to_pylist()
+            widths = column("width").to_pylist() if has_size else [None] * n
+            heights = column("height").to_pylist() if has_size else [None] * n
+            boxes = column(_BOXES).to_pylist()
+            rows = [
+                judge_row(captions[i], chunks[i], refs[i], widths[i], heights[i], boxes[i], rules, pixels)
+                for i in range(n)
+            ]
+            values = (
+                [r.noun_chunks for r in rows],
+                [r.ref_exps for r in rows],
+                [r.reason for r in rows],
+                [r.detail for r in rows],
+                [r.boxes for r in rows],
+            )
+            kept = batch.drop_columns([_BOXES])
+            added = [pa.array(v, type=t) for v, t in zip(values, arrow_types, strict=True)]
+            names = kept.schema.names + [f.name for f in _ADDED]
+            yield pa.RecordBatch.from_arrays(kept.columns + added, names=names)
+
+    return run
+
+
+def with_ground_verdicts(pairs: DataFrame, boxes: DataFrame, cfg: GroundConfig) -> tuple[DataFrame, DataFrame]:
+    """(every pair row once, with the GRIT columns, ``reason`` and ``detail``; every box row once,
+    as ``BOX_VERDICT``).
+
+    The box verdicts of pairs are read from the annotated frame (its working
+    column ``_ground_box_verdicts``), so persist it before reading both; the
+    verdicts of boxes without a pair come from an anti join, in SQL. An
+    input's own ``noun_chunks`` / ``ref_exps`` (a GRIT parquet re-grounded)
+    are replaced.
+    """
+    needed = ["id", "caption", "noun_chunk_spans", "ref_exp_spans"]
+    missing = [c for c in needed if c not in pairs.columns]
+    if missing:
+        raise GroundError(
+            f"ground needs the pair columns {', '.join(missing)}: run the text stage before it "
+            "(it writes the noun-chunk and referring-expression spans)"
+        )
+    has_size = "width" in pairs.columns and "height" in pairs.columns
+    rules = GroundingRules.from_config(cfg)
+    own = [f.name for f in GRIT_COLUMNS if f.name in pairs.columns]
+    rows = pairs.drop(*own)
+    boxes = conform_boxes(boxes)
+
+    grouped = boxes.groupBy("id").agg(F.collect_list(F.struct(*_BOX_FIELDS)).alias(_BOXES))
+    joined = rows.join(grouped, "id", "left")  # a pair without boxes gets a null list
+    # The join puts ``id`` first; the pass keeps the pairs' column order.
+    joined = joined.select(*[col_ref(c) for c in rows.columns], _BOXES)
+    passed = [StructField(f.name, f.dataType, True) for f in joined.schema.fields if f.name != _BOXES]
+    arrow_types = [to_arrow_type(f.dataType) for f in _ADDED]
+    mapper = ground_mapper(rules, cfg.boxes_in_pixels, has_size, arrow_types)
+    annotated = joined.mapInArrow(mapper, StructType(passed + _ADDED))
+
+    dump = F.col("dump") if "dump" in pairs.columns else F.lit(None).cast(StringType())
+    judged = annotated.select("id", dump.alias("dump"), F.explode(_VERDICTS).alias("_v")).select(
+        *[(F.col(f.name) if f.name in ("id", "dump") else F.col("_v")[f.name]).alias(f.name) for f in BOX_VERDICT]
+    )
+    # Boxes whose id no pair has (null ids match none either; left_anti keeps them).
+    verdict = {
+        "dump": F.lit(None),
+        "reason": F.lit(reasons.BOX_NO_PAIR),
+        "outcome": F.lit(None),
+        "detail": F.lit("no accepted pair has this id"),
+    }
+    orphans = boxes.join(pairs.select("id"), "id", "left_anti")
+    orphans = orphans.select(*[verdict.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in BOX_VERDICT])
+    return annotated, judged.unionByName(orphans)
+
+
+def split_ground(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
+    """(accepted: the input columns then ``noun_chunks`` / ``ref_exps``; rejected: REJECT + input columns)."""
+    grit = {f.name for f in GRIT_COLUMNS}
+    columns = [c for c in input_columns if c not in grit]
+    fields = [StructField(annotated.schema[c].name, annotated.schema[c].dataType, True) for c in columns]
+    accepted = accepted_rows(annotated, StructType(fields + GRIT_COLUMNS), [_VERDICTS])
+    return accepted, rejected_rows(annotated, STAGE, columns)
