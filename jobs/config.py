@@ -32,10 +32,8 @@ INPUT_FORMATS = (
     "img2dataset-parquet",
     "webdataset",
 )
-# The stages `winnow run` can run. The grounding stage (jobs/ground.py, config [ground]) exists as a
-# library but is not wired into the pipeline yet, so --stages ground is refused, not ignored.
-KNOWN_STAGES = ("text", "image", "dedup")
-# What runs without --stages.
+KNOWN_STAGES = ("text", "image", "dedup", "ground")
+# What runs without --stages: ground also needs a Boxes table (--boxes), so it is opt-in.
 DEFAULT_STAGES = ("text", "image", "dedup")
 RESIZE_MODES = ("keep_ratio", "center_crop", "no")
 PHASH_MODES = ("exact", "fast")
@@ -208,6 +206,8 @@ class GroundConfig:
     drop_contained: bool = False
     # The Boxes table is in pixels: divided by the pair's width / height (needs the image stage).
     boxes_in_pixels: bool = False
+    # The Boxes table (parquet, schemas.tables.BOXES; `winnow detect` writes one); --boxes PATH.
+    boxes: str = ""
 
 
 @dataclass
@@ -374,6 +374,14 @@ def validate(cfg: Config) -> None:
             "run.stages",
             f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})",
         )
+    if "ground" in r.stages:
+        need(bool(cfg.ground.boxes.strip()), "ground.boxes", "the ground stage needs a Boxes table: --boxes PATH")
+        need(
+            "text" in r.stages,
+            "run.stages",
+            "ground needs the text stage before it (it writes the noun-chunk spans): --stages text,...,ground",
+        )
+        need(r.stages[-1] == "ground", "run.stages", "ground runs last: list it after text, image and dedup")
 
 
 def _need(ok: bool, key: str, why: str) -> None:

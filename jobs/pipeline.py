@@ -1,4 +1,4 @@
-"""The winnow pipeline driver: ingest -> text -> image -> dedup -> write.
+"""The winnow pipeline driver: ingest -> text -> image -> dedup -> ground -> write.
 
 Reads INPUT (see jobs.ingest for the formats), runs the selected stages and
 writes, under OUTPUT:
@@ -9,7 +9,9 @@ writes, under OUTPUT:
   ``reason``, ``detail`` and the stage's input columns;
 - ``report/funnel.json``: rows in, accepted and rejected per reason, per stage;
 - ``history/``: with the dedup stage, what later dumps are deduplicated
-  against (jobs.dedup), written after the accepted output.
+  against (jobs.dedup), written after the accepted output;
+- ``boxes/``: with the ground stage, one verdict per row of the Boxes table
+  (jobs.ground: kept, below-score, suppressed, ... or a ``box-*`` reject).
 
 A re-run replaces exactly the dumps it writes (dynamic partition overwrite).
 The job fails, before writing, if any stage's rows in != accepted + rejected.
@@ -43,6 +45,7 @@ from jobs.dedup import (
     split_dedup,
     with_dedup_verdicts,
 )
+from jobs.ground import GroundError, read_boxes, split_ground, with_ground_verdicts
 from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.session import JavaMissing, get_spark, session_conf
@@ -79,6 +82,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument(
         "--stages", help=f"comma-separated stages after ingest (run.stages, available: {','.join(KNOWN_STAGES)})"
     )
+    parser.add_argument("--boxes", help="the Boxes table (parquet) for the ground stage (ground.boxes)")
     parser.add_argument(
         "--allow-network",
         action="append",
@@ -137,6 +141,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
     # Blocklists are read (and their layout checked) before any data is.
     blocklist = read_blocklists(spark, cfg.dedup.blocklists) if dedup else None
+    boxes = read_boxes(spark, cfg.ground.boxes) if "ground" in cfg.run.stages else None
 
     sc.setJobDescription("ingest: read and map to the pair table")
     raw = read_source(spark, input_path, fmt, cfg.ingest)
@@ -182,6 +187,20 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         current, rejected = split_dedup(annotated, current.columns)
         rejected_parts.append(rejected)
 
+    box_counts = None
+    if boxes is not None:
+        sc.setJobDescription("ground: noun chunks x boxes, NMS, referring expressions")
+        ground_in = funnel[-1].accepted
+        annotated, box_verdicts = with_ground_verdicts(current, boxes, cfg.ground)
+        annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(annotated)
+        funnel.append(count_stage("ground", ground_in, annotated))
+        current, rejected = split_ground(annotated, current.columns)
+        rejected_parts.append(rejected)
+        box_verdicts = box_verdicts.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(box_verdicts)
+        box_counts = _box_counts(box_verdicts, boxes.count())
+
     sc.setJobDescription("write: accepted and rejected parquet")
     current.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/accepted")
     all_rejected: DataFrame = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), rejected_parts)
@@ -198,6 +217,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         sc.setJobDescription("write: dedup history of the accepted pairs")
         history_rows(current, cfg.dedup.phash_col).write.mode("overwrite").partitionBy("dump").parquet(history_path)
         _drop_partitions(spark, history_path, input_dumps - {d for d, n in funnel[-1].dumps.items() if n["accepted"]})
+    if box_counts is not None:
+        sc.setJobDescription("write: box verdicts")
+        box_verdicts.write.mode("overwrite").parquet(f"{output}/boxes")
     for frame in cached:
         frame.unpersist()
 
@@ -213,8 +235,25 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         "seconds": round(time.time() - started, 1),
         "config": cfg.to_dict(),
     }
+    if box_counts is not None:
+        report["boxes"] = box_counts
     _write_text(spark, f"{output}/report/funnel.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _box_counts(box_verdicts: DataFrame, boxes_in: int) -> dict[str, Any]:
+    """Rows of the Boxes table per outcome and per reject reason; every box exactly once."""
+    rows = box_verdicts.groupBy("reason", "outcome").count().collect()
+    out = {"boxes_in": boxes_in, "outcomes": {}, "rejected": {}}
+    for row in rows:
+        if row["reason"] is None:
+            out["outcomes"][row["outcome"]] = row["count"]
+        else:
+            out["rejected"][row["reason"]] = row["count"]
+    total = sum(out["outcomes"].values()) + sum(out["rejected"].values())
+    if total != boxes_in:
+        raise ConservationError(f"ground: {boxes_in} boxes in, {total} box verdicts")
+    return out
 
 
 def format_funnel(report: dict[str, Any]) -> str:
@@ -225,6 +264,11 @@ def format_funnel(report: dict[str, Any]) -> str:
         lines.append(f"{stage['stage']:<8} in {stage['rows_in']:>10,}  {counts}")
         for reason, n in stage["reasons"].items():
             lines.append(f"{'':<10}{reason:<28}{n:>10,}")
+    if "boxes" in report:
+        boxes = report["boxes"]
+        lines.append(f"{'boxes':<8} in {boxes['boxes_in']:>10,}")
+        for name, n in sorted({**boxes["outcomes"], **boxes["rejected"]}.items()):
+            lines.append(f"{'':<10}{name:<28}{n:>10,}")
     return "\n".join(lines)
 
 
@@ -248,6 +292,7 @@ def execute(args: argparse.Namespace) -> int:
         "ingest.dump": args.dump,
         "run.stages": [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None,
         "fetch.allow_networks": args.allow_network,
+        "ground.boxes": args.boxes,
     }
     try:
         cfg = load_config(args.config, overrides, args.set)
@@ -260,7 +305,7 @@ def execute(args: argparse.Namespace) -> int:
     spark.sparkContext.setLogLevel("WARN")
     try:
         report = run_pipeline(spark, cfg, args.input, args.output)
-    except (IngestError, DedupError, resources.ModelUnavailable) as exc:
+    except (IngestError, DedupError, GroundError, resources.ModelUnavailable) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except ConservationError as exc:
@@ -269,6 +314,8 @@ def execute(args: argparse.Namespace) -> int:
     print(format_funnel(report))
     print(f"accepted: {args.output}/accepted/")
     print(f"rejected: {args.output}/rejected/")
+    if "boxes" in report:
+        print(f"boxes:    {args.output}/boxes/")
     print(f"funnel:   {args.output}/report/funnel.json")
     return 0
 

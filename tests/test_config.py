@@ -219,7 +219,9 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> No
         (['ingest.dump=""'], "ingest.dump"),
         (["run.arrow_batch_size=0"], "run.arrow_batch_size"),
         (['run.stages=["text", "detect"]'], "run.stages"),
-        (['run.stages=["text", "ground"]'], "run.stages"),
+        (['run.stages=["text", "ground"]'], "ground.boxes"),
+        (['run.stages=["image", "ground"]', "ground.boxes=b.parquet"], "run.stages"),
+        (['run.stages=["text", "ground", "dedup"]', "ground.boxes=b.parquet"], "run.stages"),
         (['dedup.phash_col=""'], "dedup.phash_col"),
         (["dedup.blocklists=/no/such/blocklist"], "dedup.blocklists"),
         (["dedup.blocklist_distance=-1"], "dedup.blocklist_distance"),
@@ -453,8 +455,7 @@ def test_ground_defaults_are_the_grit_values() -> None:
     g = Config().ground
     assert (g.min_score, g.nms_iou, g.drop_contained, g.boxes_in_pixels) == (0.65, 0.5, False, False)
     assert set(g.abstract_nouns) == DEFAULT_ABSTRACT_NOUNS
-    # jobs/ground.py is not wired into `winnow run` yet: asking for it is an error, not a silent no-op
-    assert "ground" not in KNOWN_STAGES and "ground" not in DEFAULT_STAGES
+    assert "ground" in KNOWN_STAGES and "ground" not in DEFAULT_STAGES and g.boxes == ""
 
 
 @pytest.mark.parametrize(
@@ -476,6 +477,8 @@ def test_impossible_ground_value_names_the_key_first(sets: list[str], key: str) 
 def test_ground_values_are_accepted() -> None:
     cfg = load_config(
         sets=[
+            "run.stages=text,ground",
+            "ground.boxes=boxes.parquet",
             "ground.min_score=1",
             "ground.nms_iou=0",
             "ground.abstract_nouns=[]",
@@ -483,4 +486,4 @@ def test_ground_values_are_accepted() -> None:
             "ground.boxes_in_pixels=true",
         ]
     )
-    assert cfg.ground.abstract_nouns == [] and cfg.ground.drop_contained
+    assert cfg.run.stages == ["text", "ground"] and cfg.ground.abstract_nouns == [] and cfg.ground.drop_contained

