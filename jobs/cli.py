@@ -1,6 +1,7 @@
 """The `winnow` command: `winnow run` (the pipeline), `winnow demo` (the built-in sample),
-`winnow export-wds` (accepted pairs as WebDataset shards) and `winnow blocklist`
-(an evaluation set's pHashes, for the dedup stage).
+`winnow export-wds` (accepted pairs as WebDataset shards), `winnow blocklist`
+(an evaluation set's pHashes, for the dedup stage) and `winnow detect` (a detector
+plug-in over accepted pairs' images: the grounding stage's Boxes table).
 
 `winnow run` takes the same options as `spark-submit jobs/pipeline.py`; use
 spark-submit on a cluster, `winnow run` on a laptop or in CI (local mode).
@@ -14,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from jobs import __version__, blocklist, export, pipeline
+from jobs import __version__, blocklist, detect, export, pipeline
 from jobs.sample import serve_images, write_sample
 
 
@@ -49,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
             description=blocklist.DESCRIPTION,
         )
     )
+    detect.add_detect_arguments(
+        commands.add_parser(
+            "detect",
+            help="run a detector plug-in over accepted pairs (with image bytes); write the Boxes table",
+            description=detect.DESCRIPTION,
+        )
+    )
     return parser
 
 
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return export.execute(args)
     if args.command == "blocklist":
         return blocklist.execute(args)
+    if args.command == "detect":
+        return detect.execute(args)
     if args.rows < 100:
         print("winnow: error: --rows must be at least 100", file=sys.stderr)
         return 2
