@@ -18,6 +18,8 @@ from pathlib import Path
 from jobs import __version__, blocklist, detect, export, pipeline
 from jobs.sample import serve_images, write_sample
 
+DEMO_DETECTOR = "udfs.detectors:shape_detector"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="winnow", description=__doc__.split("\n\n")[0])
@@ -98,6 +100,14 @@ def run_demo(args: argparse.Namespace) -> int:
                 "127.0.0.1/32",
                 "--set",
                 f"dedup.blocklists={json.dumps([str(blocklist_dir)])}",
+                # text -> image (keeping the resized image) -> dedup -> detect + ground, with the
+                # colour-and-shape detector for the sample's scenes
+                "--stages",
+                "text,image,dedup,ground",
+                "--set",
+                "image.keep_bytes=true",
+                "--set",
+                f"ground.detector={DEMO_DETECTOR}",
             ]
         )
         return pipeline.execute(run_args)

@@ -208,6 +208,9 @@ class GroundConfig:
     boxes_in_pixels: bool = False
     # The Boxes table (parquet, schemas.tables.BOXES; `winnow detect` writes one); --boxes PATH.
     boxes: str = ""
+    # Or detect in the same job: a detector plug-in "package.module:callable" (udfs/detectors.py's
+    # contract) run over the kept images (needs the image stage with image.keep_bytes = true).
+    detector: str = ""
 
 
 @dataclass
@@ -375,7 +378,18 @@ def validate(cfg: Config) -> None:
             f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})",
         )
     if "ground" in r.stages:
-        need(bool(cfg.ground.boxes.strip()), "ground.boxes", "the ground stage needs a Boxes table: --boxes PATH")
+        g = cfg.ground
+        need(
+            bool(g.boxes.strip()) != bool(g.detector.strip()),
+            "ground.boxes",
+            "the ground stage needs a Boxes table (--boxes PATH) or a detector (ground.detector), not both",
+        )
+        if g.detector.strip():
+            need(
+                "image" in r.stages and cfg.image.keep_bytes,
+                "ground.detector",
+                "detecting in the job needs the image stage with image.keep_bytes = true (to read the images)",
+            )
         need(
             "text" in r.stages,
             "run.stages",

@@ -45,6 +45,8 @@ from jobs.dedup import (
     split_dedup,
     with_dedup_verdicts,
 )
+from jobs.detect import BATCH_ROWS as DETECT_BATCH_ROWS
+from jobs.detect import DetectError, boxes_table, with_detections
 from jobs.ground import GroundError, read_boxes, split_ground, with_ground_verdicts
 from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
@@ -52,6 +54,7 @@ from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError, StageCounts, count_stage
 from jobs.text import split_text, with_text_verdicts
 from udfs import resources
+from udfs.detectors import load_detector
 from udfs.text_rules import TextRules
 
 log = logging.getLogger("winnow")
@@ -141,7 +144,13 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
     # Blocklists are read (and their layout checked) before any data is.
     blocklist = read_blocklists(spark, cfg.dedup.blocklists) if dedup else None
-    boxes = read_boxes(spark, cfg.ground.boxes) if "ground" in cfg.run.stages else None
+    ground = "ground" in cfg.run.stages
+    if ground and cfg.ground.detector:
+        try:
+            load_detector(cfg.ground.detector)  # a bad plug-in path fails here, before any data is read
+        except ValueError as exc:
+            raise GroundError(f"ground.detector: {exc}") from None
+    boxes = read_boxes(spark, cfg.ground.boxes) if ground and cfg.ground.boxes else None
 
     sc.setJobDescription("ingest: read and map to the pair table")
     raw = read_source(spark, input_path, fmt, cfg.ingest)
@@ -188,7 +197,15 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         rejected_parts.append(rejected)
 
     box_counts = None
-    if boxes is not None:
+    if ground:
+        if boxes is None:
+            # Detection over the kept images of the pairs that reach this stage; a row the detector
+            # fails on gets no box and is rejected no-grounding (its failure in the detail).
+            sc.setJobDescription(f"detect: {cfg.ground.detector} over the kept images")
+            with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(DETECT_BATCH_ROWS)}):
+                boxes = boxes_table(with_detections(current, cfg.ground.detector)).persist(StorageLevel.MEMORY_AND_DISK)
+                boxes.count()
+            cached.append(boxes)
         sc.setJobDescription("ground: noun chunks x boxes, NMS, referring expressions")
         ground_in = funnel[-1].accepted
         annotated, box_verdicts = with_ground_verdicts(current, boxes, cfg.ground)
@@ -305,7 +322,7 @@ def execute(args: argparse.Namespace) -> int:
     spark.sparkContext.setLogLevel("WARN")
     try:
         report = run_pipeline(spark, cfg, args.input, args.output)
-    except (IngestError, DedupError, GroundError, resources.ModelUnavailable) as exc:
+    except (IngestError, DedupError, GroundError, DetectError, resources.ModelUnavailable) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except ConservationError as exc:

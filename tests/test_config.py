@@ -222,6 +222,11 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> No
         (['run.stages=["text", "ground"]'], "ground.boxes"),
         (['run.stages=["image", "ground"]', "ground.boxes=b.parquet"], "run.stages"),
         (['run.stages=["text", "ground", "dedup"]', "ground.boxes=b.parquet"], "run.stages"),
+        (['run.stages=["text", "ground"]', "ground.boxes=b.parquet", "ground.detector=m:f"], "ground.boxes"),
+        (
+            ['run.stages=["text", "image", "ground"]', "ground.detector=udfs.detectors:shape_detector"],
+            "ground.detector",
+        ),
         (['dedup.phash_col=""'], "dedup.phash_col"),
         (["dedup.blocklists=/no/such/blocklist"], "dedup.blocklists"),
         (["dedup.blocklist_distance=-1"], "dedup.blocklist_distance"),

@@ -404,6 +404,17 @@ def test_pipeline_grounds_the_text_stage_output_and_writes_box_verdicts(spark, t
     [
         ([], "ground.boxes: the ground stage needs a Boxes table"),
         (["--boxes", "{missing}"], "boxes"),
+        (
+            [
+                "--stages",
+                "text,image,ground",
+                "--set",
+                "image.keep_bytes=true",
+                "--set",
+                "ground.detector=no_such:thing",
+            ],
+            "ground.detector: detector 'no_such:thing': cannot import module",
+        ),
     ],
 )
 def test_pipeline_ground_errors_exit_2(tmp_path, capsys, extra, message):

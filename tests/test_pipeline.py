@@ -99,7 +99,13 @@ def test_demo_reports_every_rule(spark, tmp_path, capsys):
         reasons.DUPLICATE_PAIR,
         reasons.EVAL_OVERLAP,
     }
-    assert [s["stage"] for s in funnel["stages"]] == ["ingest", "text", "image", "dedup"]
+    assert [s["stage"] for s in funnel["stages"]] == ["ingest", "text", "image", "dedup", "ground"]
+    # the scenes are grounded by the colour-and-shape detector: GRIT columns on every accepted pair
+    ground = funnel["stages"][-1]
+    assert ground["accepted"] >= 0.8 * ground["rows_in"], ground
+    boxes = funnel["boxes"]
+    assert boxes["outcomes"].get("kept", 0) >= ground["accepted"]
+    assert sum(boxes["outcomes"].values()) + sum(boxes["rejected"].values()) == boxes["boxes_in"]
     # the planted copies lost to their originals in the earlier dump, the eval images to the blocklist
     details = rejected.filter(F.col("stage") == "dedup").select("reason", "detail").collect()
     assert all(
@@ -117,6 +123,8 @@ def test_demo_reports_every_rule(spark, tmp_path, capsys):
     assert accepted.filter("image_phash RLIKE '^[0-9a-f]{16}$'").count() == accepted.count() > 0
     assert sorted(r["dump"] for r in accepted.select("dump").distinct().collect()) == ["2026-01", "2026-02"]
     assert accepted.filter("expect != ''").count() == 0
+    assert accepted.filter("size(noun_chunks) = 0 OR size(noun_chunks) != size(ref_exps)").count() == 0
+    assert spark.read.parquet(str(out / "boxes")).count() == boxes["boxes_in"]
 
 
 def write_list(tmp_path: Path) -> Path:
