@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -88,7 +88,18 @@ from jobs.config import GroundConfig
 from jobs.stage import accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import BOX_VERDICT, BOXES, GRIT_COLUMNS, col_ref
-from udfs.grounding import Box, GroundingResult, GroundingRules, check_box, ground
+from udfs.grounding import (
+    ABSTRACT,
+    BELOW_SCORE,
+    CONTAINED,
+    KEPT,
+    SUPPRESSED,
+    UNMATCHED,
+    Box,
+    GroundingRules,
+    check_box,
+    ground,
+)
 
 STAGE = reasons.GROUND
 
@@ -110,16 +121,9 @@ _ADDED = GRIT_COLUMNS + [
     StructField(_VERDICTS, ArrayType(_VERDICT_STRUCT, False), True),
 ]
 
-# Outcomes of a box that passed check_box (BOX_VERDICT.outcome).
-KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED, ERROR = (
-    "kept",
-    "abstract",
-    "unmatched",
-    "below-score",
-    "suppressed",
-    "contained",
-    "error",
-)
+# Outcomes of a box that passed check_box (BOX_VERDICT.outcome): udfs.grounding's, and ERROR
+# for the boxes of a pair whose spans do not fit its caption.
+ERROR = "error"
 OUTCOMES = (KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED, ERROR)
 
 _INTEGRAL = (ByteType, ShortType, IntegerType, LongType)
@@ -192,47 +196,6 @@ def _box_detail(code: str, box: dict[str, Any], caption_length: int, width: Any,
     return f"box ({box['x_min']}, {box['y_min']}, {box['x_max']}, {box['y_max']})"
 
 
-def box_outcomes(
-    caption_length: int,
-    chunks: list[dict[str, Any]],
-    refs: list[dict[str, int]],
-    boxes: list[Box],
-    rules: GroundingRules,
-    result: GroundingResult,
-) -> list[str]:
-    """What ``ground`` made of each box, from ``ground`` itself (its rules are not repeated here).
-
-    ``result`` is ``ground`` over all ``boxes``; a box among its entries is
-    kept (equal boxes: as many as it kept). Another box grounded alone shows
-    whether a rule before NMS dropped it (abstract, unmatched, below-score);
-    else NMS suppressed it, or, with ``drop_contained``, the containment rule did.
-    """
-    final = Counter(tuple(entry) for entry in result.noun_chunks)
-    contained: Counter[tuple] = Counter()
-    if rules.drop_contained:
-        plain = ground(caption_length, chunks, refs, boxes, replace(rules, drop_contained=False))
-        contained = Counter(tuple(entry) for entry in plain.noun_chunks) - final
-    outcomes = []
-    for box in boxes:
-        if final[box] > 0:
-            final[box] -= 1
-            outcomes.append(KEPT)
-            continue
-        alone = ground(caption_length, chunks, refs, [box], rules)
-        if alone.unmatched:
-            outcomes.append(UNMATCHED)
-        elif alone.abstract:
-            outcomes.append(ABSTRACT)
-        elif alone.below_score:
-            outcomes.append(BELOW_SCORE)
-        elif contained[box] > 0:
-            contained[box] -= 1
-            outcomes.append(CONTAINED)
-        else:
-            outcomes.append(SUPPRESSED)
-    return outcomes
-
-
 def _summary(chunks: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> str:
     """``detail`` of a pair row: its boxes counted per outcome, then per reject reason."""
     counts = Counter(v["outcome"] or v["reason"] for v in verdicts)
@@ -288,12 +251,11 @@ def judge_row(
     used = [box for _, box in valid]
     try:
         result = ground(caption_length, chunks, refs, used, rules)
-        outcomes = box_outcomes(caption_length, chunks, refs, used, rules, result)
     except ValueError as exc:  # spans that do not fit the caption: this row's input is inconsistent
         for i, _ in valid:
             verdicts[i]["outcome"] = ERROR
         return RowVerdict(reason=reasons.GROUND_ERROR, detail=str(exc)[:500], boxes=verdicts)
-    for (i, _), outcome in zip(valid, outcomes, strict=True):
+    for (i, _), outcome in zip(valid, result.outcomes, strict=True):
         verdicts[i]["outcome"] = outcome
     return RowVerdict(result.noun_chunks, result.ref_exps, result.reason, _summary(chunks, verdicts), verdicts)
 

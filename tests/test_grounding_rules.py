@@ -426,3 +426,30 @@ def test_rules_from_config() -> None:
     assert GroundingRules.from_config(cfg) == GroundingRules(
         min_score=0.7, nms_iou=0.6, abstract_nouns=frozenset({"hope"}), drop_contained=True
     )
+
+
+def test_outcomes_name_what_became_of_each_box_in_input_order():
+    from udfs.grounding import ABSTRACT, BELOW_SCORE, CONTAINED, KEPT, SUPPRESSED, UNMATCHED
+
+    chunks = [
+        {"start": 0, "end": 5, "root_lemma": "cat", "root_pos": "NOUN"},
+        {"start": 9, "end": 19, "root_lemma": "sofa", "root_pos": "NOUN"},
+        {"start": 23, "end": 27, "root_lemma": "time", "root_pos": "NOUN"},
+    ]
+    refs = [{"start": 0, "end": 19}, {"start": 9, "end": 19}, {"start": 23, "end": 27}]
+    boxes = [
+        (0, 5, 0.0, 0.0, 0.4, 0.4, 0.9),  # the cat
+        (9, 19, 0.5, 0.5, 0.9, 0.9, 0.8),  # the sofa: its expression lies inside the cat's
+        (23, 27, 0.1, 0.1, 0.2, 0.2, 0.9),  # "time": abstract
+        (1, 4, 0.1, 0.1, 0.2, 0.2, 0.9),  # no chunk has this span
+        (0, 5, 0.6, 0.0, 0.9, 0.3, 0.6),  # below 0.65
+        (9, 19, 0.01, 0.0, 0.41, 0.4, 0.7),  # almost the cat's box: suppressed across chunks
+    ]
+    on = ground(27, chunks, refs, boxes, GroundingRules(drop_contained=True))
+    assert on.outcomes == [KEPT, CONTAINED, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED]
+    off = ground(27, chunks, refs, boxes, GroundingRules())
+    assert off.outcomes == [KEPT, KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED]
+    for result in (on, off):
+        assert result.outcomes.count(KEPT) == len(result.noun_chunks)
+        assert result.outcomes.count(SUPPRESSED) == result.suppressed
+        assert result.outcomes.count(CONTAINED) == result.contained

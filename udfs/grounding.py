@@ -45,6 +45,16 @@ BOX_REASONS = (
     BOX_DEGENERATE,
 )
 
+# What became of a box that passed check_box (GroundingResult.outcomes).
+KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED = (
+    "kept",
+    "abstract",
+    "unmatched",
+    "below-score",
+    "suppressed",
+    "contained",
+)
+
 # Rounding slack of detectors that write 1.0000001 or -1e-8: clipped, not rejected.
 BOX_EPSILON = 1e-6
 
@@ -198,6 +208,7 @@ class GroundingResult:
     below_score: int = 0  # score <= min_score
     suppressed: int = 0  # removed by NMS
     contained: int = 0  # drop_contained: expression inside (or equal to) a higher-ranked one
+    outcomes: list[str] = field(default_factory=list)  # per input box, in input order: KEPT, ABSTRACT, ...
 
     @property
     def reason(self) -> str | None:
@@ -205,17 +216,17 @@ class GroundingResult:
         return None if self.noun_chunks else NO_GROUNDING
 
 
-def _drop_contained(entries: list[tuple[Box, tuple[int, int]]]) -> list[tuple[Box, tuple[int, int]]]:
+def _drop_contained(entries: list[tuple[Box, tuple[int, int], int]]) -> list[tuple[Box, tuple[int, int], int]]:
     """Entries whose ref-exp span lies in no other entry's span; of equal spans, the first (best-ranked).
 
     ``entries`` must be in ``_rank`` order. Containment is transitive, so
     testing against every entry equals testing against the kept ones.
     """
     kept = []
-    for i, (_, (s, e)) in enumerate(entries):
+    for i, (_, (s, e), _) in enumerate(entries):
         inside = any(
             (os_ <= s and e <= oe) and ((os_, oe) != (s, e) or j < i)
-            for j, (_, (os_, oe)) in enumerate(entries)
+            for j, (_, (os_, oe), _) in enumerate(entries)
             if j != i
         )
         if not inside:
@@ -250,27 +261,37 @@ def ground(
 
     result = GroundingResult()
     scored: list[Box] = []
-    for box in boxes:
+    scored_at: list[int] = []  # input index of each scored box
+    for i, box in enumerate(boxes):
         result.boxes_in += 1
         match = chunks.get((box[0], box[1]))
         if match is None:
             result.unmatched += 1
+            result.outcomes.append(UNMATCHED)
         elif match[1]:
             result.abstract += 1
+            result.outcomes.append(ABSTRACT)
         elif not box[6] > rules.min_score:
             result.below_score += 1
+            result.outcomes.append(BELOW_SCORE)
         else:
             scored.append(tuple(box))
+            scored_at.append(i)
+            result.outcomes.append(SUPPRESSED)  # until NMS keeps it
 
-    kept = [scored[i] for i in nms(scored, rules.nms_iou)]
-    result.suppressed = len(scored) - len(kept)
-    entries = [(box, chunks[(box[0], box[1])][0]) for box in kept]  # already in _rank order
+    kept_at = nms(scored, rules.nms_iou)
+    result.suppressed = len(scored) - len(kept_at)
+    # already in _rank order: (box, referring-expression span, input index)
+    entries = [(scored[j], chunks[(scored[j][0], scored[j][1])][0], scored_at[j]) for j in kept_at]
     if rules.drop_contained:
         survivors = _drop_contained(entries)
         result.contained = len(entries) - len(survivors)
+        for _, _, i in set(entries) - set(survivors):
+            result.outcomes[i] = CONTAINED
         entries = survivors
 
-    for box, (ref_start, ref_end) in entries:
+    for box, (ref_start, ref_end), i in entries:
+        result.outcomes[i] = KEPT
         result.noun_chunks.append(list(box))
         result.ref_exps.append([ref_start, ref_end, *box[2:]])
     return result
