@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-text bench-image bench-dedup clean
+.PHONY: venv demo test lint bench bench-text bench-image bench-dedup bench-ground clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,7 @@ lint: venv
 	$(VENV)/bin/ruff check jobs udfs schemas tests bench
 	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
 
-bench: bench-text bench-image bench-dedup
+bench: bench-text bench-image bench-dedup bench-ground
 
 bench-text: venv
 	$(PY) bench/bench_text.py
@@ -41,6 +41,11 @@ bench-image: venv
 # pip-installed into the venv on first use from bench/dedup-baseline-requirements.txt.
 bench-dedup: venv
 	$(PY) bench/bench_dedup.py
+
+# Synthetic pairs and boxes cached under build/bench-ground; the baseline (pyarrow + the pure
+# rules in one process) needs nothing beyond the venv.
+bench-ground: venv
+	$(PY) bench/bench_ground.py
 
 clean:
 	rm -rf $(VENV) demo-output spark-warehouse
