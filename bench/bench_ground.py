@@ -643,7 +643,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines += [
             "ratio = Spark rows/s per core / baseline rows/s (one core); baselines read the same parquet (timed)",
             "rules = check_box per box + ground per pair (the cost floor of the rules); judge_row = the stage's own",
-            "per-row function (also each box's outcome: ground again per box not kept), without Spark",
+            "per-row function (also builds every box's verdict), without Spark",
         ]
     c = s["counts"]
     lines += [
