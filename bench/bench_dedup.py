@@ -91,8 +91,6 @@ import importlib
 import json
 import logging
 import math
-import os
-import platform
 import random
 import re
 import shutil
@@ -104,7 +102,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_average, start_spark
+from benchlib import load_average, publish, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -1086,18 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
         report["baseline_budget_s"] = budget
         report["baseline"] = run_baselines(sizes, runs, metas, expects, budget, sample_queries, args.sample_seconds)
         report["ratio"] = compare(report)
-    report.update(
-        load_average_start=load_start,
-        load_average_end=load_average(),
-        python=platform.python_version(),
-        machine=platform.machine(),
-        cpu_count=os.cpu_count(),
-        unix_time=int(time.time()),
-    )
-    print(format_report(report))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {output}")
+    publish(report, load_start, output, format_report)
     return 0
 
 

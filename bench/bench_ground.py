@@ -77,8 +77,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -87,7 +85,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_average, start_spark
+from benchlib import load_average, publish, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -776,18 +774,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": round(report["spark"]["rows_per_s_per_core"] / rate, 3),
                 "counts": b["counts"],
             }
-    report.update(
-        load_average_start=load_start,
-        load_average_end=load_average(),
-        python=platform.python_version(),
-        machine=platform.machine(),
-        cpu_count=os.cpu_count(),
-        unix_time=int(time.time()),
-    )
-    print(format_report(report))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {output}")
+    publish(report, load_start, output, format_report)
     return 0
 
 

@@ -53,7 +53,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -68,7 +67,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_average, start_spark
+from benchlib import load_average, publish, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -818,18 +817,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, runs in floor_runs.items()
         },
     }
-    report.update(
-        load_average_start=load_start,
-        load_average_end=load_average(),
-        python=platform.python_version(),
-        machine=platform.machine(),
-        cpu_count=os.cpu_count(),
-        unix_time=int(time.time()),
-    )
-    print(format_report(report))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {args.output}")
+    publish(report, load_start, args.output, format_report)
     return 0
 
 

@@ -29,11 +29,8 @@ each variant, the JVM start-up time apart, and writes them as JSON to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -42,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from benchlib import load_average, start_spark
+from benchlib import load_average, publish, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO.parent / "shared" / "data" / "laion_style_captions_10k.parquet"
@@ -374,17 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         "spacy_load_s": round(spacy_load_s, 3),
         "variants": variants_report,
         "spacy_all_components": all_components,
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "unix_time": int(time.time()),
     }
-    print(format_report(report))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"results: {output}")
+    publish(report, load_start, output, format_report)
     return 0
 
 

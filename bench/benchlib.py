@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -46,3 +50,19 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def publish(report: dict[str, Any], load_start: list[float] | None, output: Path, fmt: Callable[[dict], str]) -> None:
+    """Add the machine's facts to ``report``, print it with ``fmt`` and write it as JSON to ``output``."""
+    report.update(
+        load_average_start=load_start,
+        load_average_end=load_average(),
+        python=platform.python_version(),
+        machine=platform.machine(),
+        cpu_count=os.cpu_count(),
+        unix_time=int(time.time()),
+    )
+    print(fmt(report))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {output}")
