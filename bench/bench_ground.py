@@ -34,7 +34,7 @@ expressions, untimed) into the marker.
 Spark: ONE ``local[2]`` session with the job's settings (jobs.session.JOB_CONF),
 ``--shuffle-partitions`` (default 16). Timed, from reading the two tables to
 the end of the last write: ``with_ground_verdicts(pairs, read_boxes(...),
-GroundConfig())``, the annotated frame persisted (MEMORY_AND_DISK, as
+GroundConfig())``, the annotated frame persisted (DISK_ONLY, as
 jobs.pipeline does), ``split_ground``, then accepted, rejected and box
 verdicts each written to the ``noop`` sink (every column evaluated). Each
 write carries a DataFrame ``Observation`` (counts collected by the same write,
@@ -443,7 +443,7 @@ def time_spark(spark: Any, rows: int, group: str) -> tuple[float, dict[str, dict
     started = time.perf_counter()
     pairs = spark.read.parquet(str(path / "pairs"))
     annotated, box_verdicts = with_ground_verdicts(pairs, read_boxes(spark, str(path / "boxes")), GroundConfig())
-    annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
+    annotated = annotated.persist(StorageLevel.DISK_ONLY)
     try:
         accepted, rejected = split_ground(annotated, pairs.columns)
         for name, frame in (("accepted", accepted), ("rejected", rejected), ("boxes", box_verdicts)):

@@ -209,7 +209,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         sc.setJobDescription("ground: noun chunks x boxes, NMS, referring expressions")
         ground_in = funnel[-1].accepted
         annotated, box_verdicts = with_ground_verdicts(current, boxes, cfg.ground)
-        annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
+        # To disk: every box verdict is nested in its pair's row, and building that cache in memory
+        # ran a 2 GB heap out of memory at 1M pairs (7.8 boxes each); on disk it streams.
+        annotated = annotated.persist(StorageLevel.DISK_ONLY)
         cached.append(annotated)
         funnel.append(count_stage("ground", ground_in, annotated))
         current, rejected = split_ground(annotated, current.columns)
