@@ -102,7 +102,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_average, publish, start_spark
+from benchlib import cached_marker, load_average, publish, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -285,10 +285,8 @@ def ensure_data(spark: Any, rows: int) -> dict[str, Any]:
     path = data_path(rows)
     marker = path / "_bench.json"
     want = {"version": GENERATOR_VERSION, "seed": SEED, "rows": rows}
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        if all(meta.get(k) == v for k, v in want.items()):
-            return meta
+    if (meta := cached_marker(marker, want)) is not None:
+        return meta
     blocks = rows // BLOCK
     if blocks % PRIME == 0:
         raise ValueError(f"{rows} rows: the block permutation needs a block count not divisible by {PRIME}")

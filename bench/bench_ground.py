@@ -85,7 +85,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_average, publish, start_spark
+from benchlib import cached_marker, load_average, publish, start_spark
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "build"
@@ -361,10 +361,8 @@ def ensure_data(spark: Any, rows: int) -> dict[str, Any]:
     path = data_path(rows)
     marker = path / "_bench.json"
     want = {"version": GENERATOR_VERSION, "seed": SEED, "rows": rows}
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        if all(meta.get(k) == v for k, v in want.items()):
-            return meta
+    if (meta := cached_marker(marker, want)) is not None:
+        return meta
     log.info("generating %d pairs and their boxes into %s (once per size)", rows, path)
     started = time.perf_counter()
     tmp = path.with_name(path.name + ".tmp")

@@ -66,3 +66,12 @@ def publish(report: dict[str, Any], load_start: list[float] | None, output: Path
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"results: {output}")
+
+
+def cached_marker(marker: Path, want: dict[str, Any]) -> dict[str, Any] | None:
+    """The marker of generated bench data if it exists and matches ``want`` (else the data is regenerated)."""
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if all(meta.get(k) == v for k, v in want.items()):
+            return meta
+    return None
