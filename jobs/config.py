@@ -31,7 +31,9 @@ INPUT_FORMATS = (
     "recap",
     "img2dataset-parquet",
     "webdataset",
+    "taisu",
 )
+TAISU_CAPTIONS = ("web", "generated", "web-then-generated", "both")
 KNOWN_STAGES = ("text", "image", "dedup", "ground")
 # What runs without --stages: ground also needs a Boxes table (--boxes), so it is opt-in.
 DEFAULT_STAGES = ("text", "image", "dedup")
@@ -79,6 +81,17 @@ class IngestConfig:
     # Recap-DataComp: which caption is filtered as `caption`; the other is
     # carried through as it was.
     recap_caption: str = "re_caption"
+    # Recap-DataComp: also write the other caption as a training caption of its own
+    # (two rows per image, `caption_kind` re_caption / org_caption, each filtered).
+    recap_both: bool = False
+    # TaiSu (jobs/taisu.py): which caption(s) of an image become rows: web, generated,
+    # web-then-generated (web, else generated) or both (one row each; the release's
+    # 219M captions for 166M images).
+    taisu_captions: str = "both"
+    # TaiSu's caption file is one JSON object: read in byte ranges of this size, one task each.
+    taisu_split_bytes: int = 64 * 1024 * 1024
+    # An entry longer than this is reported as malformed, not read (bounds a task's memory).
+    taisu_max_entry_bytes: int = 1024 * 1024
     # img2dataset outputs: the parquet column (or the webdataset tar member
     # extension) holding the image bytes; "" finds jpg, png or webp
     # (img2dataset names it after its encode format).
@@ -93,6 +106,8 @@ class TextConfig:
     min_words: int = 3  # COYO: 3 <= words
     max_words: int = 256  # COYO: words <= 256
     # COYO keeps English by CLD3; probability 0 keeps CLD3's top language as is.
+    # "zh" selects the Chinese rule set ([text_zh], udfs/text_rules_zh.py); any other
+    # CLD3 code keeps the COYO rules below with that language (and a matching spaCy model).
     language: str = "en"
     min_language_probability: float = 0.0
     # COYO drops texts that occur more than 10 times in the whole dataset.
@@ -112,6 +127,31 @@ class TextConfig:
     udf_partitions: int = 0
     # Part-of-speech tags that count as "contains a noun".
     noun_pos: list[str] = field(default_factory=lambda: ["NOUN", "PROPN"])
+
+
+@dataclass
+class ChineseTextConfig:
+    # Used when text.language = "zh" (TaiSu and other Chinese captions); the frequency
+    # rule (text.max_occurrences) and min_language_probability are shared with English.
+    # Lengths in characters of the normalised caption. Our defaults, not published
+    # numbers: 5 characters is about two or three Chinese words, the shortest useful
+    # caption (COYO's "more than 5 characters" is about one English word); 256
+    # characters is about COYO's 1000 English characters in words (a Chinese word is
+    # 1.5 to 2 characters, an English one about 5 with its space).
+    min_chars: int = 5
+    max_chars: int = 256
+    # Words = jieba's segmentation, punctuation not counted. 2: a caption needs more than
+    # one word (COYO: 3 English words, whose 3rd is often an article, which Chinese lacks).
+    min_words: int = 2
+    max_words: int = 128
+    # jieba.posseg flags that count as "contains a noun" (its noun tags).
+    noun_flags: list[str] = field(default_factory=lambda: ["n", "ng", "nr", "nrfg", "nrt", "ns", "nt", "nz"])
+    # Chinese NSFW word lists (one entry per line, '#' comments), matched as substrings.
+    # None is built in: with no list the NSFW rule is off for Chinese (logged).
+    nsfw_word_lists: list[str] = field(default_factory=list)
+    # Segment, tag and look words up on OpenCC's t2s conversion (jieba's dictionary is
+    # simplified Chinese); the caption is kept as written.
+    convert_traditional: bool = True
 
 
 @dataclass
@@ -224,6 +264,7 @@ class RunConfig:
 class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    text_zh: ChineseTextConfig = field(default_factory=ChineseTextConfig)
     fetch: FetchConfig = field(default_factory=FetchConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -361,10 +402,18 @@ def validate(cfg: Config) -> None:
     )
     need(i.recap_caption in ("re_caption", "org_caption"), "ingest.recap_caption", "must be re_caption or org_caption")
     need(
+        i.taisu_captions in TAISU_CAPTIONS,
+        "ingest.taisu_captions",
+        f"{i.taisu_captions!r} is not one of {', '.join(TAISU_CAPTIONS)}",
+    )
+    need(i.taisu_split_bytes >= 1024, "ingest.taisu_split_bytes", "must be at least 1024")
+    need(i.taisu_max_entry_bytes >= 1024, "ingest.taisu_max_entry_bytes", "must be at least 1024")
+    need(
         bool(i.dump.strip()) and "/" not in i.dump and "=" not in i.dump,
         "ingest.dump",
         f"{i.dump!r} is not a usable partition value",
     )
+    validate_text_zh(cfg.text_zh)
     validate_fetch(cfg.fetch)
     validate_image(cfg.image)
     validate_dedup(cfg.dedup)
@@ -401,6 +450,18 @@ def validate(cfg: Config) -> None:
 def _need(ok: bool, key: str, why: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {why}")
+
+
+def validate_text_zh(z: ChineseTextConfig) -> None:
+    for key in ("min_chars", "max_chars", "min_words", "max_words"):
+        _need(getattr(z, key) >= 0, f"text_zh.{key}", "must not be negative")
+    _need(z.min_chars <= z.max_chars, "text_zh.min_chars", f"{z.min_chars} is above text_zh.max_chars {z.max_chars}")
+    _need(z.min_words <= z.max_words, "text_zh.min_words", f"{z.min_words} is above text_zh.max_words {z.max_words}")
+    _need(bool(z.noun_flags), "text_zh.noun_flags", "must name at least one jieba flag")
+    for flag in z.noun_flags:
+        _need(re.fullmatch(r"[a-z]{1,5}", flag) is not None, "text_zh.noun_flags", f"{flag!r} is not a jieba flag")
+    for p in z.nsfw_word_lists:
+        _need(Path(p).is_file(), "text_zh.nsfw_word_lists", f"file not found: {p}")
 
 
 def validate_fetch(f: FetchConfig) -> None:

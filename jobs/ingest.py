@@ -7,8 +7,14 @@ Formats (``ingest.input_format`` / ``--input-format``):
   (default ``caption``) and ``--id-col`` (default none);
 - ``coyo``: COYO-700M parquet (``url``, ``text``, ``id``);
 - ``grit``: GRIT parquet (``url``, ``caption``, ``id``);
-- ``recap``: Recap-DataComp-1B parquet (``url``, ``re_caption`` or
-  ``org_caption`` per ``ingest.recap_caption``; the other is carried);
+- ``recap``: Recap-DataComp-1B parquet (``url``, ``re_caption``,
+  ``org_caption``, ``sha256``, ``key`` and score columns): the caption named
+  by ``ingest.recap_caption`` is filtered as ``caption``, both original
+  columns are carried. With ``ingest.recap_both`` each row becomes two, one
+  per caption (``caption_kind`` says which; the ``org_caption`` row of the
+  default gets the id of ``<url>#org_caption``, so ids stay unique), and
+  each is filtered on its own;
+- ``taisu``: TaiSu's caption JSON + image tars (``jobs.taisu``);
 - ``img2dataset-parquet``: img2dataset's ``--output_format parquet`` (only
   ``*.parquet`` files are read, so its ``*_stats.json`` are skipped): ``url``,
   ``caption``, ``key``, ``status``, ``error_message``, ``width``, ``height``,
@@ -61,6 +67,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegralType, StructType
 
+from jobs import taisu
 from jobs.config import IngestConfig
 from jobs.stage import accepted_rows, rejected_rows
 from schemas import reasons
@@ -144,6 +151,8 @@ def read_source(spark: SparkSession, path: str, input_format: str, cfg: IngestCo
         return reader.option("pathGlobFilter", "*.parquet").parquet(path)
     if input_format == "webdataset":
         return read_webdataset(spark, path, cfg or IngestConfig())
+    if input_format == "taisu":
+        return taisu.read_taisu(spark, path, cfg or IngestConfig())
     if input_format in ("csv", "tsv"):
         sep = "," if input_format == "csv" else "\t"
         # multiLine: web captions contain quoted newlines; PERMISSIVE keeps bad lines as nulls.
@@ -171,7 +180,7 @@ def read_webdataset(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFr
 
 def image_column(raw: DataFrame, input_format: str, cfg: IngestConfig) -> str | None:
     """The column holding the source's image bytes (img2dataset formats), else None."""
-    if input_format == "webdataset":
+    if input_format in ("webdataset", "taisu"):
         return IMAGE_INPUT
     if input_format != "img2dataset-parquet":
         return None
@@ -208,6 +217,7 @@ def source_columns(input_format: str, cfg: IngestConfig) -> tuple[str, str, str]
         "coyo": ("url", "text", "id"),
         "grit": ("url", "caption", "id"),
         "recap": ("url", cfg.recap_caption, ""),
+        "taisu": ("url", "caption", "taisu_id"),
     }.get(input_format, ("url", "caption", ""))
     return cfg.url_col or defaults[0], cfg.caption_col or defaults[1], cfg.id_col or defaults[2]
 
@@ -235,14 +245,23 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
 
     url = col_ref(url_col).cast("string")
     caption = col_ref(caption_col).cast("string")
+    # A second caption of the same image (Recap's recap_both) hashes "<id source>#<kind>".
+    suffix = F.lit("")
+    if input_format == "recap" and cfg.recap_both:
+        other_name = "org_caption" if caption_name == "re_caption" else "re_caption"
+        other = _find(raw, other_name, "--set ingest.recap_both=false")
+        raw = raw.select("*", _both_captions(caption_col, other).alias(_RECAP))
+        caption = F.col(f"{_RECAP}.text")
+        suffix = F.when(F.col(f"{_RECAP}.kind") != caption_col, F.concat(F.lit("#"), F.col(f"{_RECAP}.kind")))
+        suffix = F.coalesce(suffix, F.lit(""))
     if id_col is None:
         source_id = None
-        pair_id = F.when(url.isNotNull(), F.xxhash64(url))  # xxhash64(NULL) would be the seed, 42
+        pair_id = F.when(url.isNotNull(), F.xxhash64(F.concat(url, suffix)))  # xxhash64(NULL) would be the seed, 42
     else:
         source_id = col_ref(id_col)
         integral = isinstance(raw.schema[id_col].dataType, IntegralType)
-        hashed = F.when(source_id.isNotNull(), F.xxhash64(source_id.cast("string")))
-        pair_id = source_id.cast("long") if integral else hashed
+        hashed = F.when(source_id.isNotNull(), F.xxhash64(F.concat(source_id.cast("string"), suffix)))
+        pair_id = source_id.cast("long") if integral and input_format != "recap" else hashed
     dump_col = next((c for c in raw.columns if c.lower() == "dump"), None)
     dump = F.coalesce(col_ref(dump_col).cast("string"), F.lit(cfg.dump)) if dump_col else F.lit(cfg.dump)
 
@@ -255,9 +274,13 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
             continue  # it *is* the canonical column (url, caption, an integer id, dump)
         if c == image_col or (input_format == "webdataset" and c == READ_ERROR):
             continue  # the bytes travel once, as image_input; the read error becomes the detail
+        if c in (taisu.PROBLEM, taisu.PROBLEM_DETAIL, _RECAP):
+            continue  # the reader's verdict and working columns
         alias = f"source_{c}" if c.lower() in RESERVED else c
         carried.append(col_ref(c).alias(alias))
     image = [col_ref(image_col).alias(IMAGE_INPUT)] if image_col else []
+    if _RECAP in raw.columns:
+        carried.append(F.col(f"{_RECAP}.kind").alias("caption_kind"))
 
     read_error = F.col(READ_ERROR) if input_format == "webdataset" else F.lit(None).cast("string")
     malformed = F.col(CORRUPT).isNotNull() if CORRUPT in raw.columns else read_error.isNotNull()
@@ -271,6 +294,11 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
     reason = F.lit(None).cast("string")
     for failed, code in reversed(checks):
         reason = F.when(failed, F.lit(code)).otherwise(reason)
+    detail = F.when(reason == F.lit(reasons.MALFORMED_RECORD), read_error)
+    if taisu.PROBLEM in raw.columns:
+        # The TaiSu reader judged the join (no-image, missing caption, unreadable file) first.
+        reason = F.coalesce(F.col(taisu.PROBLEM), reason)
+        detail = F.when(F.col(taisu.PROBLEM).isNotNull(), F.col(taisu.PROBLEM_DETAIL)).otherwise(detail)
 
     return raw.select(
         pair_id.alias("id"),
@@ -280,7 +308,17 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
         *carried,
         *image,
         reason.alias("reason"),
-        F.when(reason == F.lit(reasons.MALFORMED_RECORD), read_error).alias("detail"),
+        detail.alias("detail"),
+    )
+
+
+_RECAP = "_recap_caption"
+
+
+def _both_captions(first: str, second: str) -> F.Column:
+    """One struct (kind = column name, text) per caption column, to explode into two rows."""
+    return F.explode(
+        F.array(*[F.struct(F.lit(c).alias("kind"), col_ref(c).cast("string").alias("text")) for c in (first, second)])
     )
 
 

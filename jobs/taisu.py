@@ -1,0 +1,233 @@
+"""Ingest of TaiSu (Chinese, 166M images, web + generated captions): caption JSON + image tars.
+
+Layout read under INPUT (``--input-format taisu``), optionally in ``dump=<name>/`` folders:
+
+- ``*.json``: TaiSu's caption files, each ONE object
+  ``{image_id: {"w": web caption or null, "g": generated caption or null}}``.
+  A single file is split into byte ranges of ``ingest.taisu_split_bytes``
+  (64 MiB) read by separate tasks (``udfs.taisu`` says how a range finds its
+  first entry); executors open the file with pyarrow's file systems (local
+  and mounted paths; ``hdfs://`` needs libhdfs, ``s3://`` pyarrow's S3);
+- ``*.tar``: the image parts; a member ``<image_id>.jpg`` (png, webp ...) is
+  that image, read as the webdataset format is (``jobs.ingest.read_webdataset``).
+
+Captions join the images on (dump, image_id). ``ingest.taisu_captions`` picks
+the caption(s) of each image, and every row keeps ``caption_kind`` (``web`` or
+``generated``) and ``image_id``:
+
+- ``web`` / ``generated``: that caption only;
+- ``web-then-generated``: the web caption, else the generated one;
+- ``both`` (default; the release's 219M captions for 166M images): one row per
+  caption the image has.
+
+``id`` is ``xxhash64(image_id)`` for a web caption and
+``xxhash64(image_id + "#generated")`` for a generated one, so the two rows of
+one image never share an id and an id does not change with the policy.
+Rejects (ingest): an entry whose id has no image -> ``no-image``; an image with
+no caption entry, or without the caption the policy asks for ->
+``missing-caption`` (detail says which); a caption-file region that does not
+parse or a tar that cannot be read -> ``malformed-record`` (detail names the
+file and bytes). The join shuffles the image bytes once, by image id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+from jobs.config import IngestConfig
+from schemas import reasons
+from schemas.tables import IMAGE_INPUT
+from udfs import taisu
+
+WEB, GENERATED = "web", "generated"
+# Working columns with_pair_columns reads (jobs.ingest) and drops.
+PROBLEM, PROBLEM_DETAIL = "_problem", "_problem_detail"
+
+_RANGE = StructType(
+    [
+        StructField("path", StringType(), False),
+        StructField("size", LongType(), False),
+        StructField("start", LongType(), False),
+        StructField("end", LongType(), False),
+        StructField("dump", StringType(), True),
+    ]
+)
+_ENTRY = StructType(
+    [
+        StructField("image_id", StringType(), True),
+        StructField("w", StringType(), True),
+        StructField("g", StringType(), True),
+        StructField("caption_error", StringType(), True),
+        StructField("dump", StringType(), True),
+    ]
+)
+_ENTRY_ARROW = pa.schema([(f.name, pa.string()) for f in _ENTRY.fields])
+
+
+class TaiSuError(ValueError):
+    """The TaiSu input cannot be read as laid out; the message says what was expected."""
+
+
+def _local_path(path: str) -> str | None:
+    parsed = urlparse(path)
+    return unquote(parsed.path) if parsed.scheme in ("", "file") else None
+
+
+def open_file(path: str) -> Any:
+    """A seekable binary file for ``path``: Python's open for local paths, pyarrow's file systems else."""
+    local = _local_path(path)
+    if local is not None:
+        return open(local, "rb")
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(path)
+    return filesystem.open_input_file(inner)
+
+
+def _dump_of(path: str) -> str | None:
+    """The value of the innermost ``dump=<name>`` folder in ``path`` (unescaped), else None."""
+    parts = [p for p in urlparse(path).path.split("/") if p.startswith("dump=")]
+    return unquote(parts[-1][len("dump=") :]) if parts else None
+
+
+def caption_ranges(spark: SparkSession, path: str, split_bytes: int) -> list[tuple[str, int, int, int, str | None]]:
+    """(file, size, start, end, dump) for every byte range of every ``*.json`` under ``path``.
+
+    Only the listing reaches the driver (binaryFile with its content column
+    pruned reads no data), never the captions.
+    """
+    listing = (
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", "*.json")
+        .option("recursiveFileLookup", "true")
+        .load(path)
+        .select("path", "length")
+        .collect()
+    )
+    if not listing:
+        raise TaiSuError(f"taisu: no caption file (*.json) under {path}")
+    ranges = []
+    for row in sorted(listing, key=lambda r: r["path"]):
+        for start, end in taisu.plan_ranges(row["length"], split_bytes):
+            ranges.append((row["path"], row["length"], start, end, _dump_of(row["path"])))
+    return ranges
+
+
+def _range_reader(max_entry_bytes: int):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for r in batch.to_pylist():
+                name = os.path.basename(urlparse(r["path"]).path)
+                entries = taisu.read_file_range(
+                    lambda p=r["path"]: open_file(p), r["size"], r["start"], r["end"], name, max_entry_bytes
+                )
+                if entries:
+                    yield pa.RecordBatch.from_pylist(
+                        [
+                            dict(image_id=e.image_id, w=e.web, g=e.generated, caption_error=e.error, dump=r["dump"])
+                            for e in entries
+                        ],
+                        schema=_ENTRY_ARROW,
+                    )
+
+    return run
+
+
+def read_captions(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
+    """One row per caption entry (or reading error) of the caption files: image_id, w, g, caption_error, dump."""
+    ranges = caption_ranges(spark, path, cfg.taisu_split_bytes)
+    frame = spark.createDataFrame(ranges, _RANGE)
+    return frame.repartition(len(ranges)).mapInArrow(_range_reader(cfg.taisu_max_entry_bytes), _ENTRY)
+
+
+def read_taisu(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
+    """TaiSu as rows for ``jobs.ingest.with_pair_columns``: taisu_id (the pair id), url, caption,
+    caption_kind, image_id, dump, image_input and the ingest verdict (``_problem``, ``_problem_detail``)."""
+    from jobs.ingest import read_webdataset  # jobs.ingest dispatches here
+
+    dump_default = F.lit(cfg.dump)
+    captions = read_captions(spark, path, cfg).withColumn("dump", F.coalesce("dump", dump_default))
+    tars = read_webdataset(spark, path, cfg)
+    tar_dump = F.col("dump").cast("string") if "dump" in tars.columns else F.lit(None).cast("string")
+    images = tars.select(
+        F.col("key").alias("image_id"),
+        F.when(F.col("key").isNotNull(), F.concat("shard_path", F.lit("#"), "key")).alias("url"),
+        F.col(IMAGE_INPUT),
+        F.col("read_error").alias("image_error"),
+        F.coalesce(tar_dump, dump_default).alias("dump"),
+    )
+    broken_captions = captions.filter(F.col("caption_error").isNotNull() & F.col("image_id").isNull())
+    broken_tars = images.filter(F.col("image_error").isNotNull())
+    entries = captions.filter(F.col("image_id").isNotNull()).withColumn("_in_json", F.lit(True))
+    members = images.filter(F.col("image_error").isNull())
+    joined = entries.join(members, ["dump", "image_id"], "full_outer")
+
+    policy = cfg.taisu_captions
+    web = F.when(F.length("w") > 0, F.col("w"))
+    gen = F.when(F.length("g") > 0, F.col("g"))
+    if policy == "both":
+        options = F.filter(
+            F.array(
+                F.struct(F.lit(WEB).alias("kind"), web.alias("text")),
+                F.struct(F.lit(GENERATED).alias("kind"), gen.alias("text")),
+            ),
+            lambda c: c["text"].isNotNull(),
+        )
+        # An image with neither caption still yields one row (rejected missing-caption).
+        none = F.array(F.struct(F.lit(None).cast("string").alias("kind"), F.lit(None).cast("string").alias("text")))
+        chosen = F.explode(F.when(F.size(options) > 0, options).otherwise(none))
+    else:
+        text = {WEB: web, GENERATED: gen, "web-then-generated": F.coalesce(web, gen)}[policy]
+        kind = {
+            WEB: F.lit(WEB),
+            GENERATED: F.lit(GENERATED),
+            "web-then-generated": F.when(web.isNotNull(), F.lit(WEB)).when(gen.isNotNull(), F.lit(GENERATED)),
+        }[policy]
+        chosen = F.struct(F.when(text.isNotNull(), kind).alias("kind"), text.alias("text"))
+    rows = joined.select("*", chosen.alias("_c")).select("*", "_c.kind", "_c.text").drop("_c")
+    in_json = F.col("_in_json").isNotNull()
+    problem = (
+        F.when(F.col("caption_error").isNotNull(), F.lit(reasons.MALFORMED_RECORD))
+        .when(F.col("url").isNull(), F.lit(reasons.NO_IMAGE))
+        .when(F.col("text").isNull(), F.lit(reasons.MISSING_CAPTION))
+    )
+    problem_detail = (
+        F.when(F.col("caption_error").isNotNull(), F.col("caption_error"))
+        .when(F.col("url").isNull(), F.lit("no image member with this id in the tars"))
+        .when(~in_json, F.lit("no caption entry for this image id"))
+        .when(F.col("text").isNull(), F.lit(f"no caption for taisu_captions = {policy}"))
+    )
+    suffix = F.when(F.col("kind") == GENERATED, F.lit("#" + GENERATED)).otherwise(F.lit(""))
+    pairs = rows.select(
+        F.when(F.col("image_id").isNotNull(), F.xxhash64(F.concat("image_id", suffix))).alias("taisu_id"),
+        "url",
+        F.col("text").alias("caption"),
+        F.col("kind").alias("caption_kind"),
+        "image_id",
+        "dump",
+        F.col(IMAGE_INPUT),
+        problem.alias(PROBLEM),
+        problem_detail.alias(PROBLEM_DETAIL),
+    )
+    broken = _broken(broken_captions, "caption_error").unionByName(_broken(broken_tars, "image_error"))
+    return pairs.unionByName(broken)
+
+
+def _broken(frame: DataFrame, error: str) -> DataFrame:
+    """Rows for unreadable caption-file regions or tars: no pair, ``malformed-record`` with the error."""
+    null = {"taisu_id": "long", "url": "string", "caption": "string", "caption_kind": "string", "image_id": "string"}
+    return frame.select(
+        *[F.lit(None).cast(t).alias(c) for c, t in null.items()],
+        "dump",
+        F.lit(None).cast("binary").alias(IMAGE_INPUT),
+        F.lit(reasons.MALFORMED_RECORD).alias(PROBLEM),
+        F.col(error).alias(PROBLEM_DETAIL),
+    )
