@@ -35,6 +35,16 @@ mode, an NFS or other shared POSIX mount on a cluster. HDFS / S3 URLs are
 refused; export to a shared or local folder and copy (``hdfs dfs -put``,
 ``aws s3 sync``), until the writer goes through fsspec / pyarrow.fs.
 
+Recap-DataComp mixed training (``--caption-mix P``): each sample's caption is
+the recaption (``re_caption``) with probability P, else the original
+(``org_caption``), as in the Recap paper's mixed training. The draw is
+deterministic by id (Spark's ``xxhash64`` of (id, 7) modulo 2^53, over 2^53),
+so a re-export picks the same captions; both columns are whitespace-normalised
+as the text stage does, a null or empty pick falls back to the other, and the
+``.json`` says which one the ``.txt`` holds (``caption_source``). It needs the
+Recap columns in the accepted rows (the ``recap`` input format carries both)
+and one row per image (not ``ingest.recap_both``).
+
 Scale: the ranking runs on (dump, id, count) rows only, one task per dump
 (a running sum); the image bytes are shuffled twice (a join to those ranks,
 then by shard), each shard's rows go to one task and stream into one open tar.
@@ -122,7 +132,45 @@ def with_shard_positions(pairs: DataFrame, shard_size: int) -> DataFrame:
     )
 
 
-def export_webdataset(accepted: DataFrame, output: str, shard_size: int) -> int:
+MIX_SEED = 7
+RECAPTION, ORIGINAL = "re_caption", "org_caption"
+
+
+def mix_draw(id_col: str = "id") -> F.Column:
+    """A number in [0, 1) fixed by the id: Spark's xxhash64 of (id, 7), modulo 2^53, over 2^53."""
+    hashed = F.xxhash64(F.col(id_col).cast("long"), F.lit(MIX_SEED))
+    return F.pmod(hashed, F.lit(1 << 53)).cast("double") / F.lit(float(1 << 53))
+
+
+def with_caption_mix(pairs: DataFrame, p: float) -> DataFrame:
+    """``caption`` replaced by the recaption with probability ``p`` (by id), else the original; adds
+    ``caption_source``."""
+    from jobs.text import normalise_caption_col
+
+    if not 0.0 <= p <= 1.0:
+        raise ExportError(f"--caption-mix must be within [0, 1], got {p}")
+    missing = [c for c in (RECAPTION, ORIGINAL) if c not in pairs.columns]
+    if missing:
+        raise ExportError(
+            f"--caption-mix needs the Recap-DataComp columns {', '.join(missing)} in the accepted rows "
+            "(read the input with --input-format recap)"
+        )
+    if "caption_kind" in pairs.columns:
+        raise ExportError("--caption-mix picks one caption per image: run without ingest.recap_both")
+    recap = F.nullif(normalise_caption_col(RECAPTION), F.lit(""))
+    original = F.nullif(normalise_caption_col(ORIGINAL), F.lit(""))
+    pick_recap = mix_draw() < F.lit(p)
+    first = F.when(pick_recap, recap).otherwise(original)
+    second = F.when(pick_recap, original).otherwise(recap)
+    source = (
+        F.when(first.isNotNull(), F.when(pick_recap, F.lit(RECAPTION)).otherwise(F.lit(ORIGINAL)))
+        .when(second.isNotNull(), F.when(pick_recap, F.lit(ORIGINAL)).otherwise(F.lit(RECAPTION)))
+        .otherwise(F.lit("caption"))
+    )
+    return pairs.withColumn("caption_source", source).withColumn("caption", F.coalesce(first, second, F.col("caption")))
+
+
+def export_webdataset(accepted: DataFrame, output: str, shard_size: int, caption_mix: float | None = None) -> int:
     """Write ``accepted`` as WebDataset shards under ``output``; returns the number of samples written.
 
     Rows without image bytes cannot be a sample: they are counted, logged and
@@ -131,10 +179,12 @@ def export_webdataset(accepted: DataFrame, output: str, shard_size: int) -> int:
     check_exportable(accepted)
     if shard_size < 1:
         raise ExportError(f"--shard-size must be at least 1, got {shard_size}")
+    if caption_mix is not None:
+        accepted = with_caption_mix(accepted, caption_mix)
     folder = local_folder(output)
     pairs = accepted if "dump" in accepted.columns else accepted.withColumn("dump", F.lit("default"))
     pairs = pairs.withColumn("dump", F.coalesce(F.col("dump").cast("string"), F.lit("default")))
-    spans = tuple(c for c in wds.SPAN_COLUMNS if c in pairs.columns)
+    spans = tuple(c for c in (*wds.SPAN_COLUMNS, "caption_source") if c in pairs.columns)
     meta = [col_ref(c) if c in pairs.columns else F.lit(None).alias(c) for c in wds.META_COLUMNS]
 
     # Row counts per dump read no column data; they give the dumps to replace.
@@ -196,6 +246,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         help=f"samples per shard, at most (default {DEFAULT_SHARD_SIZE:,})",
     )
     parser.add_argument(
+        "--caption-mix",
+        type=float,
+        metavar="P",
+        help="Recap-DataComp: the recaption with probability P per image (deterministic by id), else the original",
+    )
+    parser.add_argument(
         "--master", help="Spark master for a plain `winnow export-wds` (default local[*]); spark-submit sets its own"
     )
     return parser
@@ -207,6 +263,8 @@ def execute(args: argparse.Namespace) -> int:
     try:
         if args.shard_size < 1:
             raise ExportError(f"--shard-size must be at least 1, got {args.shard_size}")
+        if args.caption_mix is not None and not 0.0 <= args.caption_mix <= 1.0:
+            raise ExportError(f"--caption-mix must be within [0, 1], got {args.caption_mix}")
         local_folder(args.output)
         if "://" not in args.input and not os.path.exists(args.input):
             raise ExportError(f"input not found: {args.input}")
@@ -216,7 +274,7 @@ def execute(args: argparse.Namespace) -> int:
         return 2
     spark.sparkContext.setLogLevel("WARN")
     try:
-        written = export_webdataset(spark.read.parquet(args.input), args.output, args.shard_size)
+        written = export_webdataset(spark.read.parquet(args.input), args.output, args.shard_size, args.caption_mix)
     except ExportError as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
