@@ -251,6 +251,15 @@ class GroundConfig:
     # Or detect in the same job: a detector plug-in "package.module:callable" (udfs/detectors.py's
     # contract) run over the kept images (needs the image stage with image.keep_bytes = true).
     detector: str = ""
+    # Or a GRIT release's own boxes (--input-format grit; its noun_chunks read as the Boxes
+    # table), e.g. to apply a stricter min_score without a detector:
+    #   "refilter": the release's chunk and expression spans as they are (no parse; the text
+    #               stage must not run, it would rewrite the caption the spans index);
+    #   "reground": the text stage parses again and the boxes are matched to its chunks.
+    grit_input: str = ""
+
+
+GRIT_INPUT_MODES = ("", "refilter", "reground")
 
 
 @dataclass
@@ -428,10 +437,12 @@ def validate(cfg: Config) -> None:
         )
     if "ground" in r.stages:
         g = cfg.ground
+        sources = [bool(g.boxes.strip()), bool(g.detector.strip()), bool(g.grit_input)]
         need(
-            bool(g.boxes.strip()) != bool(g.detector.strip()),
+            sum(sources) == 1,
             "ground.boxes",
-            "the ground stage needs a Boxes table (--boxes PATH) or a detector (ground.detector), not both",
+            "the ground stage needs one source of boxes: a Boxes table (--boxes PATH), a detector "
+            "(ground.detector) or a GRIT input's own boxes (ground.grit_input)",
         )
         if g.detector.strip():
             need(
@@ -439,11 +450,19 @@ def validate(cfg: Config) -> None:
                 "ground.detector",
                 "detecting in the job needs the image stage with image.keep_bytes = true (to read the images)",
             )
-        need(
-            "text" in r.stages,
-            "run.stages",
-            "ground needs the text stage before it (it writes the noun-chunk spans): --stages text,...,ground",
-        )
+        if g.grit_input == "refilter":
+            need(
+                "text" not in r.stages,
+                "ground.grit_input",
+                "refilter uses the release's own spans, which index the caption as published; the text stage "
+                "rewrites its whitespace: leave text out of run.stages, or use grit_input = reground",
+            )
+        else:
+            need(
+                "text" in r.stages,
+                "run.stages",
+                "ground needs the text stage before it (it writes the noun-chunk spans): --stages text,...,ground",
+            )
         need(r.stages[-1] == "ground", "run.stages", "ground runs last: list it after text, image and dedup")
 
 
@@ -507,6 +526,11 @@ def validate_dedup(d: DedupConfig) -> None:
 
 
 def validate_ground(g: GroundConfig) -> None:
+    _need(
+        g.grit_input in GRIT_INPUT_MODES,
+        "ground.grit_input",
+        f"{g.grit_input!r} is not one of refilter, reground (or empty: off)",
+    )
     # min_score 1.0 keeps no box (scores are at most 1): allowed, a way to switch grounding off.
     _need(0.0 <= g.min_score <= 1.0, "ground.min_score", "must be within [0, 1]")
     _need(0.0 <= g.nms_iou <= 1.0, "ground.nms_iou", "must be within [0, 1] (1 = no suppression)")

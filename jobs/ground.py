@@ -138,6 +138,73 @@ class GroundError(ValueError):
 # --- the Boxes table -------------------------------------------------------------------
 
 
+def _grit_entries(pairs: DataFrame, column: str) -> F.Column:
+    """The row's GRIT column as array<array<double>>; a clear error when it is missing or not lists."""
+    if column not in pairs.columns:
+        raise GroundError(
+            f"ground.grit_input needs the GRIT column {column!r} in the pairs (read a GRIT parquet with "
+            f"--input-format grit; columns: {', '.join(pairs.columns)})"
+        )
+    kind = pairs.schema[column].dataType
+    if not (isinstance(kind, ArrayType) and isinstance(kind.elementType, ArrayType)):
+        raise GroundError(f"GRIT column {column!r} is {kind.simpleString()}, not a list of lists of numbers")
+    return col_ref(column).try_cast("array<array<double>>")
+
+
+def grit_boxes(pairs: DataFrame) -> DataFrame:
+    """The Boxes table of a GRIT release's own ``noun_chunks``: one box per entry
+    ``[start, end, x_min, y_min, x_max, y_max, score]`` (a short or non-numeric entry gives nulls,
+    which the stage rejects as a malformed box, never a failed job)."""
+    entries = pairs.select("id", F.explode(_grit_entries(pairs, "noun_chunks")).alias("_e"))
+    at = [F.try_element_at(F.col("_e"), F.lit(i)) for i in range(1, 8)]
+    return entries.select(
+        "id",
+        at[0].try_cast("int").alias("start"),
+        at[1].try_cast("int").alias("end"),
+        *[at[i + 2].alias(name) for i, name in enumerate(("x_min", "y_min", "x_max", "y_max", "score"))],
+    )
+
+
+def with_grit_spans(pairs: DataFrame) -> DataFrame:
+    """``noun_chunk_spans`` / ``ref_exp_spans`` from the release's own ``noun_chunks`` / ``ref_exps``
+    (``ground.grit_input = "refilter"``: no parse).
+
+    One chunk per distinct chunk span, aligned with the referring-expression span of its first
+    entry (the chunk itself when ``ref_exps`` has no entry there). Without a parse there is no
+    lemma: the abstract-noun rule compares the chunk's last word, lower-cased ("the pursuit of
+    happiness" -> "happiness"; a plural such as "times" does not match "time").
+    """
+    chunks = _grit_entries(pairs, "noun_chunks")
+    refs = _grit_entries(pairs, "ref_exps") if "ref_exps" in pairs.columns else F.lit(None).cast("array<array<double>>")
+    spans = F.transform(
+        F.coalesce(chunks, F.array()),
+        lambda e, i: F.struct(
+            F.try_element_at(e, F.lit(1)).try_cast("int").alias("start"),
+            F.try_element_at(e, F.lit(2)).try_cast("int").alias("end"),
+            F.coalesce(F.try_element_at(F.try_element_at(refs, i + 1), F.lit(1)), F.try_element_at(e, F.lit(1)))
+            .try_cast("int")
+            .alias("ref_start"),
+            F.coalesce(F.try_element_at(F.try_element_at(refs, i + 1), F.lit(2)), F.try_element_at(e, F.lit(2)))
+            .try_cast("int")
+            .alias("ref_end"),
+        ),
+    )
+    # First entry per chunk span: a chunk with two boxes appears twice in the release.
+    spans = F.filter(F.array_distinct(spans), lambda x: x["start"].isNotNull() & x["end"].isNotNull())
+    words = lambda x: F.split(F.lower(F.substring(F.col("caption"), x["start"] + 1, x["end"] - x["start"])), " ")  # noqa: E731
+    chunk_spans = F.transform(
+        spans,
+        lambda x: F.struct(
+            x["start"].alias("start"),
+            x["end"].alias("end"),
+            F.try_element_at(words(x), F.lit(-1)).alias("root_lemma"),
+            F.lit("NOUN").alias("root_pos"),
+        ),
+    )
+    ref_spans = F.transform(spans, lambda x: F.struct(x["ref_start"].alias("start"), x["ref_end"].alias("end")))
+    return pairs.withColumn("noun_chunk_spans", chunk_spans).withColumn("ref_exp_spans", ref_spans)
+
+
 def read_boxes(spark: SparkSession, path: str) -> DataFrame:
     """The Boxes table at ``path`` (a parquet file or a folder of them) as ``BOXES``."""
     try:

@@ -47,7 +47,7 @@ from jobs.dedup import (
 )
 from jobs.detect import BATCH_ROWS as DETECT_BATCH_ROWS
 from jobs.detect import DetectError, boxes_table, with_detections
-from jobs.ground import GroundError, read_boxes, split_ground, with_ground_verdicts
+from jobs.ground import GroundError, grit_boxes, read_boxes, split_ground, with_grit_spans, with_ground_verdicts
 from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.session import JavaMissing, get_spark, session_conf
@@ -159,6 +159,8 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     available = set(annotated.columns) | ({"image_phash"} if "image" in cfg.run.stages else set())
     if dedup:
         check_phash_column(available, cfg.dedup.phash_col)
+    if ground and cfg.ground.grit_input:
+        grit_boxes(annotated)  # checks the GRIT columns now, not after the other stages ran
     # Ingest is a projection of the input (one row out per row in), so counting
     # the persisted frame counts the input: the source is read once, not twice.
     rows_in = annotated.count()
@@ -200,7 +202,13 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
 
     box_counts = None
     if ground:
-        if boxes is None:
+        if cfg.ground.grit_input:
+            # A GRIT release re-grounded: its own noun_chunks are the boxes (and, to refilter,
+            # its chunk and expression spans stand in for the text stage's parse).
+            boxes = grit_boxes(current)
+            if cfg.ground.grit_input == "refilter":
+                current = with_grit_spans(current)
+        elif boxes is None:
             # Detection over the kept images of the pairs that reach this stage; a row the detector
             # fails on gets no box and is rejected no-grounding (its failure in the detail).
             sc.setJobDescription(f"detect: {cfg.ground.detector} over the kept images")

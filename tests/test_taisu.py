@@ -230,3 +230,38 @@ def test_config_checks_the_policy_and_sizes():
         load_config(sets=["ingest.taisu_captions=web-only"])
     with pytest.raises(ConfigError, match="ingest.taisu_split_bytes"):
         load_config(sets=["ingest.taisu_split_bytes=10"])
+
+
+@pytest.mark.spark
+def test_taisu_through_the_pipeline_with_the_chinese_rules(spark, tmp_path):
+    from jobs import pipeline
+
+    captions = {
+        "a1": {"w": "一只猫坐在红色的沙发上", "g": "沙发上的一只猫"},
+        "a2": {"w": "非常漂亮而且很好看", "g": "一隻小狗在草地上奔跑"},  # web: no noun; generated: traditional
+        "a3": {"w": "a photo of a dog", "g": None},  # English under the Chinese rules
+        "a4": {"w": "一张很小的图片里的花", "g": None},  # its image is below 200 px
+        "a5": {"w": "没有图片的描述文字", "g": None},
+    }
+    images = {
+        "a1": jpeg_bytes(320, 240, seed=1),
+        "a2": jpeg_bytes(300, 300, seed=2),
+        "a3": jpeg_bytes(300, 300, seed=3),
+        "a4": jpeg_bytes(120, 100, seed=4),
+    }
+    root = taisu_folder(tmp_path / "taisu", captions, images)
+    out = tmp_path / "out"
+    argv = ["--input", str(root), "--output", str(out), "--input-format", "taisu", "--language", "zh"]
+    assert pipeline.main([*argv, "--stages", "text,image,dedup"]) == 0
+    accepted = {(r["image_id"], r["caption_kind"]): r for r in spark.read.parquet(f"{out}/accepted").collect()}
+    assert set(accepted) == {("a1", "web"), ("a1", "generated"), ("a2", "generated")}
+    assert accepted[("a1", "web")]["image_phash"] == accepted[("a1", "generated")]["image_phash"]
+    assert accepted[("a2", "generated")]["language"] == "zh" and accepted[("a1", "web")]["width"] == 320
+    report = json.loads((out / "report" / "funnel.json").read_text())
+    stages = {s["stage"]: s for s in report["stages"]}
+    assert stages["ingest"]["reasons"] == {reasons.NO_IMAGE: 1}
+    assert stages["text"]["reasons"] == {reasons.NO_NOUN: 1, reasons.WRONG_LANGUAGE: 1}
+    assert stages["image"]["reasons"] == {reasons.LOW_RESOLUTION: 1}
+    for s in report["stages"]:
+        assert s["rows_in"] == s["accepted"] + s["rejected"]
+    assert report["config"]["text"]["language"] == "zh"
