@@ -402,7 +402,7 @@ def test_pipeline_grounds_the_text_stage_output_and_writes_box_verdicts(spark, t
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ([], "ground.boxes: the ground stage needs a Boxes table"),
+        ([], "ground.boxes: the ground stage needs one source of boxes"),
         (["--boxes", "{missing}"], "boxes"),
         (
             [
