@@ -32,6 +32,7 @@ bench: bench-text bench-image bench-dedup bench-ground
 
 bench-text: venv
 	$(PY) bench/bench_text.py
+	$(PY) bench/bench_text_zh.py
 
 # img2dataset runs from its own venv (build/img2dataset-venv), made on first use.
 bench-image: venv

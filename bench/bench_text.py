@@ -34,12 +34,12 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from benchlib import load_average, publish, start_spark
+from benchlib import load_average, publish, start_spark, warm_workers
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTIONS = REPO.parent / "shared" / "data" / "laion_style_captions_10k.parquet"
@@ -81,26 +81,12 @@ def build_pairs(source: pd.DataFrame, repeats: int, distinct: bool) -> pd.DataFr
     )
 
 
-def warm_python_workers(spark: Any, model: str, cores: int) -> float:
-    """Start one Python worker per core with CLD3 and spaCy loaded; returns the seconds taken.
+def load_english_models(model: str) -> None:
+    """CLD3 and the spaCy pipeline in this (worker) process."""
+    from udfs import resources
 
-    Spark kills Python workers idle for a minute (PythonWorkerFactory's
-    IDLE_WORKER_TIMEOUT_NS, not configurable), and a spaCy run of the baseline
-    lasts longer than that, so the workers are warmed again before every timed
-    Spark run: the timing then covers the stage, not worker start-up and model
-    loading, which a long job pays once per worker.
-    """
-
-    def load(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from udfs import resources
-
-        resources.spacy_pipeline(model)
-        resources.language_identifier()
-        yield from batches
-
-    started = time.perf_counter()
-    spark.range(0, cores, 1, cores).mapInPandas(load, "id long").write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - started
+    resources.spacy_pipeline(model)
+    resources.language_identifier()
 
 
 def funnel(annotated: Any, rows: int) -> dict[str, dict[str, int]]:
@@ -296,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(1, runs + 1):
             for name, frame in frames.items():
                 r = results[name]
-                r["worker_warmup_s"].append(warm_python_workers(spark, rules.spacy_model, cores))
+                r["worker_warmup_s"].append(warm_workers(spark, cores, partial(load_english_models, rules.spacy_model)))
                 seconds, tasks = time_spark(spark, frame, rules, f"bench-{name}-{run}")
                 r["spark_s"].append(seconds)
                 r["spark_stage_tasks"] = tasks
