@@ -8,8 +8,10 @@ Layout read under INPUT (``--input-format taisu``), optionally in ``dump=<name>/
   (64 MiB) read by separate tasks (``udfs.taisu`` says how a range finds its
   first entry); executors open the file with pyarrow's file systems (local
   and mounted paths; ``hdfs://`` needs libhdfs, ``s3://`` pyarrow's S3);
-- ``*.tar``: the image parts; a member ``<image_id>.jpg`` (png, webp ...) is
-  that image, read as the webdataset format is (``jobs.ingest.read_webdataset``).
+- ``*.tar``: the image parts; a member ``<image_id>.jpg`` (png, webp ...), in
+  any folder inside the tar, is that image, read as the webdataset format is
+  (``jobs.ingest.read_webdataset``; as there, the first dot of the file name
+  ends the id).
 
 Captions join the images on (dump, image_id). ``ingest.taisu_captions`` picks
 the caption(s) of each image, and every row keeps ``caption_kind`` (``web`` or
@@ -157,8 +159,9 @@ def read_taisu(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
     captions = read_captions(spark, path, cfg).withColumn("dump", F.coalesce("dump", dump_default))
     tars = read_webdataset(spark, path, cfg)
     tar_dump = F.col("dump").cast("string") if "dump" in tars.columns else F.lit(None).cast("string")
+    # A member's key keeps its folder inside the tar (webdataset style); the id is the base name.
     images = tars.select(
-        F.col("key").alias("image_id"),
+        F.element_at(F.split(F.col("key"), "/"), -1).alias("image_id"),
         F.when(F.col("key").isNotNull(), F.concat("shard_path", F.lit("#"), "key")).alias("url"),
         F.col(IMAGE_INPUT),
         F.col("read_error").alias("image_error"),

@@ -204,7 +204,7 @@ def test_split_caption_file_dumps_and_broken_inputs(spark, tmp_path):
     (bad / "captions.json").write_bytes(
         '{"x1": {"w": "一条小狗", "g": null}, "x2": [1, {"w": 2}], "x3": {"w": "一只小猫", "g": null}}'.encode()
     )
-    write_tar(bad / "ok.tar", {"x1.jpg": images["id000"], "x3.jpg": images["id001"]})
+    write_tar(bad / "ok.tar", {"x1.jpg": images["id000"], "inner/folder/x3.jpg": images["id001"]})
     (bad / "broken.tar").write_bytes(b"this is not a tar file" * 40)
     accepted, rejected, counts = ingest_taisu(spark, root, taisu_split_bytes=1024, taisu_captions="web")
     assert sorted(r["image_id"] for r in accepted if r["dump"] == "2022-01") == sorted(captions)
