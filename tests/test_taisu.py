@@ -57,6 +57,21 @@ def test_every_split_size_reads_every_entry_once(indent, ascii_only):
         assert {e.image_id: {"w": e.web, "g": e.generated} for e in entries} == obj
 
 
+@pytest.mark.parametrize("split", [300_000, 1_100_000, 3_000_000])
+def test_ranges_larger_than_the_read_block(split):
+    # Several MiB: the reader's 1 MiB blocks are refilled and dropped while a range is read.
+    rng = random.Random(3)
+    obj = {
+        f"{i:09d}": {"w": "一只可爱的小狗躺在绿色的草地上" * rng.randint(1, 3), "g": rng.choice([None, TRICKY[0]])}
+        for i in range(40_000)
+    }
+    data = json.dumps(obj, ensure_ascii=False).encode()
+    assert len(data) > 3 * (1 << 20)
+    entries = read_all(data, split, max_entry=1 << 20)
+    assert not [e for e in entries if e.error]
+    assert [e.image_id for e in entries] == list(obj)
+
+
 def test_bom_empty_object_and_a_file_that_is_not_an_object():
     assert read_all(b"\xef\xbb\xbf{}", 1) == []
     assert read_all(b"  {  }\n", 2) == []
