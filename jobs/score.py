@@ -270,7 +270,8 @@ def with_score_verdicts(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig, c
     for code, hit, why in rules:
         chain_reason = chain_reason.when(hit, F.lit(code))
         chain_detail = chain_detail.when(hit, why)
-    return scored.withColumn("reason", chain_reason).withColumn("detail", chain_detail)
+    # Both from the scored frame's own reason: one withColumns, not two chained withColumn.
+    return scored.withColumns({"reason": chain_reason, "detail": chain_detail})
 
 
 def split_score(annotated: DataFrame, scoring: Scoring, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
