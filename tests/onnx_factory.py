@@ -157,7 +157,7 @@ class Models:
         return float(1.0 / (1.0 + np.exp(-logit)))
 
 
-def build_models(folder: Path, words: list[str], dim: int = 8, seed: int = 0) -> Models:
+def build_models(folder: Path, words: list[str], dim: int = 8, seed: int = 0, size: int = 32) -> Models:
     """The CLIP pair, its tokenizer, an NSFW classifier, a wrongly shaped classifier and a corrupt file."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -171,6 +171,7 @@ def build_models(folder: Path, words: list[str], dim: int = 8, seed: int = 0) ->
         w_nsfw=rng.normal(size=(3, 1)) * 2.0,
         b_nsfw=np.array([0.0]),
         vocab=vocab,
+        size=size,
     )
     image_encoder(m.image, m.w_image, m.size)
     text_encoder(m.text, m.table, m.length)
