@@ -256,7 +256,7 @@ class ScoreConfig:
     gpu_executor_amount: int = 0
     gpu_discovery_script: str = ""
     # Filters, in this order after score-failed: NSFW at or above max_nsfw_score (COYO: 0.5), on
-    # every nsfw_score_* column; similarity below min_similarity (LAION: 0.28 for ViT-B/32;
+    # every nsfw_score_* column; similarity below min_similarity (LAION-5B English: 0.28, ViT-B/32;
     # -1 = off); below the (1 - top_fraction) quantile of the similarity over the scored rows
     # (DataComp; 1 = off), from approxQuantile with quantile_relative_error.
     max_nsfw_score: float = 0.5
