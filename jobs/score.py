@@ -243,10 +243,8 @@ def similarity_cutoff(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig) -> 
     if cfg.top_fraction >= 1.0 or scoring.similarity_column is None:
         return None
     ok = scored.filter(F.col("reason").isNull()).select(scoring.similarity_column)
-    (cutoff,) = ok.approxQuantile(scoring.similarity_column, [1.0 - cfg.top_fraction], cfg.quantile_relative_error) or [
-        None
-    ]
-    return cutoff
+    got = ok.approxQuantile(scoring.similarity_column, [1.0 - cfg.top_fraction], cfg.quantile_relative_error)
+    return got[0] if got else None  # [] when no row was scored
 
 
 def with_score_verdicts(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig, cutoff: float | None) -> DataFrame:
