@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-text bench-image bench-dedup bench-ground clean
+.PHONY: venv demo test lint bench bench-text bench-image bench-dedup bench-ground bench-score clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,7 @@ lint: venv
 	$(VENV)/bin/ruff check jobs udfs schemas tests bench
 	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
 
-bench: bench-text bench-image bench-dedup bench-ground
+bench: bench-text bench-image bench-dedup bench-ground bench-score
 
 bench-text: venv
 	$(PY) bench/bench_text.py
@@ -47,6 +47,10 @@ bench-dedup: venv
 # rules in one process) needs nothing beyond the venv.
 bench-ground: venv
 	$(PY) bench/bench_ground.py
+
+# Images and ONNX models (built with onnx, a dev dependency) cached under build/bench-score.
+bench-score: venv
+	$(PY) bench/bench_score.py
 
 clean:
 	rm -rf $(VENV) demo-output spark-warehouse

@@ -34,11 +34,14 @@ INPUT_FORMATS = (
     "taisu",
 )
 TAISU_CAPTIONS = ("web", "generated", "web-then-generated", "both")
-KNOWN_STAGES = ("text", "image", "dedup", "ground")
+KNOWN_STAGES = ("text", "image", "score", "dedup", "ground")
 # What runs without --stages: ground also needs a Boxes table (--boxes), so it is opt-in.
 DEFAULT_STAGES = ("text", "image", "dedup")
 RESIZE_MODES = ("keep_ratio", "center_crop", "no")
 PHASH_MODES = ("exact", "fast")
+# Image normalisations and providers of the score stage (udfs.scorers.NORMALIZATIONS / PROVIDERS).
+SCORE_NORMALIZATIONS = ("clip", "imagenet", "none")
+SCORE_PROVIDERS = ("cpu", "cuda")
 # spaCy's coarse tags (Universal Dependencies), what text.noun_pos may name.
 UNIVERSAL_POS = (
     "ADJ",
@@ -263,6 +266,57 @@ GRIT_INPUT_MODES = ("", "refilter", "reground")
 
 
 @dataclass
+class ScoreConfig:
+    # Model scores over the kept images (needs the image stage with image.keep_bytes = true);
+    # udfs/scorers.py has the contract. Model paths: a plain path is read in place on every node,
+    # a URI (hdfs://, s3a://, file://) is shipped to the executors with SparkContext.addFile.
+    # CLIP image-text similarity from exported ONNX encoders -> clip_similarity_<clip_name> (COYO's naming).
+    clip_name: str = "vitb32"
+    clip_image_model: str = ""
+    clip_text_model: str = ""
+    # A HuggingFace tokenizer.json, or a tokenizer plug-in "package.module:callable".
+    clip_tokenizer: str = ""
+    clip_normalize: str = "clip"  # clip | imagenet | none
+    # Token ids per caption when the text model leaves the length open (CLIP: 77).
+    clip_context_length: int = 77
+    # Or open_clip (PyTorch, not a dependency): an architecture name and a local checkpoint file.
+    open_clip_model: str = ""
+    open_clip_checkpoint: str = ""
+    # ONNX image classifiers -> nsfw_score_<nsfw_name>, aesthetic_score_<aesthetic_name>, watermark_score.
+    nsfw_name: str = "onnx"
+    nsfw_model: str = ""
+    nsfw_normalize: str = "clip"
+    aesthetic_name: str = "onnx"
+    aesthetic_model: str = ""
+    aesthetic_normalize: str = "clip"
+    watermark_model: str = ""
+    watermark_normalize: str = "imagenet"
+    # A scorer plug-in "package.module:factory", called with plugin_options ("key=value" strings).
+    plugin: str = ""
+    plugin_options: list[str] = field(default_factory=list)
+    # ONNX Runtime provider: cpu, or cuda (onnxruntime-gpu; the task's GPU from its resources).
+    provider: str = "cpu"
+    threads: int = 1  # ONNX Runtime intra-op threads per task (one task per core already)
+    batch_size: int = 32  # rows per Arrow batch into the scorers
+    # GPUs per score task (Spark stage-level scheduling; 0 = no resource profile). With
+    # gpu_executor_amount > 0 the stage asks for executors with that many GPUs each, found by
+    # gpu_discovery_script (needs dynamic allocation); else it runs on the job's executors.
+    gpu_amount: float = 0.0
+    gpu_executor_amount: int = 0
+    gpu_discovery_script: str = ""
+    # Filters, in this order after score-failed: NSFW at or above max_nsfw_score (COYO: 0.5), on
+    # every nsfw_score_* column; similarity below min_similarity (LAION-5B English: 0.28, ViT-B/32;
+    # -1 = off); below the (1 - top_fraction) quantile of the similarity over the scored rows
+    # (DataComp; 1 = off), from approxQuantile with quantile_relative_error.
+    max_nsfw_score: float = 0.5
+    min_similarity: float = -1.0
+    top_fraction: float = 1.0
+    quantile_relative_error: float = 0.001
+    # The similarity column the filters read; "" = the CLIP scorer's (or the only clip_similarity_* column).
+    similarity_column: str = ""
+
+
+@dataclass
 class RunConfig:
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     # Rows per Arrow batch sent to Python UDFs (spark.sql.execution.arrow.maxRecordsPerBatch).
@@ -278,6 +332,7 @@ class Config:
     image: ImageConfig = field(default_factory=ImageConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     ground: GroundConfig = field(default_factory=GroundConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -427,6 +482,7 @@ def validate(cfg: Config) -> None:
     validate_image(cfg.image)
     validate_dedup(cfg.dedup)
     validate_ground(cfg.ground)
+    validate_score(cfg.score)
     need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
     need(bool(r.stages), "run.stages", "must name at least one stage")
     for s in r.stages:
@@ -435,6 +491,29 @@ def validate(cfg: Config) -> None:
             "run.stages",
             f"unknown or not yet available stage {s!r} (available: {', '.join(KNOWN_STAGES)})",
         )
+    if "score" in r.stages:
+        sc = cfg.score
+        need(
+            "image" in r.stages and cfg.image.keep_bytes,
+            "image.keep_bytes",
+            "the score stage reads the kept images: run the image stage with image.keep_bytes = true "
+            "(--stages text,image,score --set image.keep_bytes=true)",
+        )
+        need(
+            any((sc.clip_image_model, sc.open_clip_model, sc.nsfw_model, sc.aesthetic_model, sc.watermark_model))
+            or bool(sc.plugin),
+            "score",
+            "the score stage has no scorer: set score.clip_image_model (+ clip_text_model, clip_tokenizer), "
+            "score.open_clip_model, score.nsfw_model, score.aesthetic_model, score.watermark_model or score.plugin",
+        )
+        similarity = sc.clip_image_model or sc.open_clip_model or sc.similarity_column or sc.plugin
+        for key, on in (("min_similarity", sc.min_similarity > -1.0), ("top_fraction", sc.top_fraction < 1.0)):
+            need(
+                not on or bool(similarity),
+                f"score.{key}",
+                "filters on image-text similarity, but no CLIP scorer is configured (score.clip_image_model, "
+                "score.open_clip_model, or a plug-in with score.similarity_column)",
+            )
     if "ground" in r.stages:
         g = cfg.ground
         sources = [bool(g.boxes.strip()), bool(g.detector.strip()), bool(g.grit_input)]
@@ -540,6 +619,71 @@ def validate_ground(g: GroundConfig) -> None:
             "ground.abstract_nouns",
             f"{noun!r} is not one word (they are matched against the chunk root's lemma)",
         )
+
+
+def validate_score(sc: ScoreConfig) -> None:
+    for key in ("clip_name", "nsfw_name", "aesthetic_name"):
+        _need(
+            re.fullmatch(r"[a-z0-9_]+", getattr(sc, key)) is not None,
+            f"score.{key}",
+            f"{getattr(sc, key)!r} is not a column-name suffix (lower-case letters, digits, _)",
+        )
+    for key in ("clip_normalize", "nsfw_normalize", "aesthetic_normalize", "watermark_normalize"):
+        value = getattr(sc, key)
+        _need(
+            value in SCORE_NORMALIZATIONS, f"score.{key}", f"{value!r} is not one of {', '.join(SCORE_NORMALIZATIONS)}"
+        )
+    _need(
+        sc.provider in SCORE_PROVIDERS, "score.provider", f"{sc.provider!r} is not one of {', '.join(SCORE_PROVIDERS)}"
+    )
+    clip = (sc.clip_image_model, sc.clip_text_model, sc.clip_tokenizer)
+    _need(
+        all(clip) or not any(clip),
+        "score.clip_image_model",
+        "CLIP similarity needs all three of score.clip_image_model, score.clip_text_model and score.clip_tokenizer",
+    )
+    _need(
+        not (sc.clip_image_model and sc.open_clip_model),
+        "score.open_clip_model",
+        "set either the ONNX CLIP encoders (score.clip_image_model ...) or score.open_clip_model, not both",
+    )
+    _need(
+        bool(sc.open_clip_model) == bool(sc.open_clip_checkpoint),
+        "score.open_clip_checkpoint",
+        "score.open_clip_model and score.open_clip_checkpoint go together (a local checkpoint: nothing is downloaded)",
+    )
+    _need(
+        not sc.plugin or re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", sc.plugin) is not None,
+        "score.plugin",
+        f"{sc.plugin!r} must look like 'package.module:callable'",
+    )
+    for item in sc.plugin_options:
+        _need(
+            re.fullmatch(r"[A-Za-z_]\w*=.*", item) is not None,
+            "score.plugin_options",
+            f"{item!r} is not key=value",
+        )
+    _need(sc.clip_context_length >= 1, "score.clip_context_length", "must be at least 1")
+    _need(sc.threads >= 1, "score.threads", "must be at least 1")
+    _need(sc.batch_size >= 1, "score.batch_size", "must be at least 1")
+    _need(0.0 <= sc.gpu_amount and math.isfinite(sc.gpu_amount), "score.gpu_amount", "must be 0 (off) or above")
+    _need(sc.gpu_executor_amount >= 0, "score.gpu_executor_amount", "must not be negative")
+    if sc.gpu_executor_amount:
+        _need(sc.gpu_amount > 0, "score.gpu_executor_amount", "needs score.gpu_amount > 0 (GPUs per score task)")
+        _need(
+            bool(sc.gpu_discovery_script),
+            "score.gpu_discovery_script",
+            "GPU executors need a discovery script (Spark's examples/src/main/scripts/getGpusResources.sh)",
+        )
+    _need(0.0 <= sc.max_nsfw_score <= 1.0, "score.max_nsfw_score", "must be within [0, 1]")
+    _need(-1.0 <= sc.min_similarity <= 1.0, "score.min_similarity", "must be within [-1, 1] (-1 = off)")
+    _need(0.0 < sc.top_fraction <= 1.0, "score.top_fraction", "must be within (0, 1] (1 = off)")
+    _need(0.0 <= sc.quantile_relative_error <= 1.0, "score.quantile_relative_error", "must be within [0, 1]")
+    _need(
+        not sc.similarity_column or re.fullmatch(r"clip_similarity_[a-z0-9_]+", sc.similarity_column) is not None,
+        "score.similarity_column",
+        f"{sc.similarity_column!r} is not a clip_similarity_<name> column",
+    )
 
 
 def validate_image(m: ImageConfig) -> None:

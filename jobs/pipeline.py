@@ -1,4 +1,4 @@
-"""The winnow pipeline driver: ingest -> text -> image -> dedup -> ground -> write.
+"""The winnow pipeline driver: ingest -> text -> image -> score -> dedup -> ground -> write.
 
 Reads INPUT (see jobs.ingest for the formats), runs the selected stages and
 writes, under OUTPUT:
@@ -50,6 +50,7 @@ from jobs.detect import DetectError, boxes_table, with_detections
 from jobs.ground import GroundError, grit_boxes, read_boxes, split_ground, with_grit_spans, with_ground_verdicts
 from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
+from jobs.score import ScoreError, prepare_scorers, similarity_cutoff, split_score, with_score_verdicts, with_scores
 from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError, StageCounts, count_stage
 from jobs.text import rules_from_config, split_text, with_text_verdicts
@@ -152,6 +153,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         except ValueError as exc:
             raise GroundError(f"ground.detector: {exc}") from None
     boxes = read_boxes(spark, cfg.ground.boxes) if ground and cfg.ground.boxes else None
+    # Model files are shipped, loaded and probed here: a missing, corrupt or wrongly shaped model
+    # stops the job before any data is read.
+    scoring = prepare_scorers(spark, cfg.score) if "score" in cfg.run.stages else None
 
     sc.setJobDescription("ingest: read and map to the pair table")
     raw = read_source(spark, input_path, fmt, cfg.ingest)
@@ -188,6 +192,20 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.image.batch_size)}):
             funnel.append(count_stage("image", image_in, annotated))
         current, rejected = split_image(annotated, current.columns)
+        rejected_parts.append(rejected)
+
+    score_cutoff = None
+    if scoring is not None:
+        sc.setJobDescription("score: " + ", ".join(scoring.columns))
+        score_in = funnel[-1].accepted
+        scored = with_scores(current, scoring, cfg.score).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(scored)
+        # Arrow batches of score.batch_size rows: each carries images, and the scorers take them as they come.
+        with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.score.batch_size)}):
+            score_cutoff = similarity_cutoff(scored, scoring, cfg.score)
+            annotated = with_score_verdicts(scored, scoring, cfg.score, score_cutoff)
+            funnel.append(count_stage("score", score_in, annotated))
+        current, rejected = split_score(annotated, scoring, current.columns)
         rejected_parts.append(rejected)
 
     if dedup:
@@ -266,6 +284,8 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     }
     if box_counts is not None:
         report["boxes"] = box_counts
+    if scoring is not None:
+        report["score"] = {"columns": list(scoring.columns), "similarity_cutoff": score_cutoff}
     _write_text(spark, f"{output}/report/funnel.json", json.dumps(report, indent=2) + "\n")
     return report
 
@@ -335,7 +355,7 @@ def execute(args: argparse.Namespace) -> int:
     spark.sparkContext.setLogLevel("WARN")
     try:
         report = run_pipeline(spark, cfg, args.input, args.output)
-    except (IngestError, DedupError, GroundError, DetectError, resources.ModelUnavailable) as exc:
+    except (IngestError, DedupError, GroundError, DetectError, ScoreError, resources.ModelUnavailable) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except ConservationError as exc:

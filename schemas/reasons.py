@@ -18,7 +18,8 @@ TEXT = "text"
 IMAGE = "image"
 DEDUP = "dedup"
 GROUND = "ground"
-STAGES = (INGEST, TEXT, IMAGE, DEDUP, GROUND)
+SCORE = "score"
+STAGES = (INGEST, TEXT, IMAGE, SCORE, DEDUP, GROUND)  # pipeline order
 
 # ingest: the row cannot become a pair at all
 # a jsonl line that is not JSON; a webdataset tar that cannot be read (one row for the
@@ -66,6 +67,12 @@ TOO_MANY_PIXELS = "image-too-many-pixels"  # width x height above image.max_pixe
 LOW_RESOLUTION = "image-low-resolution"  # min(width, height) < 200
 ASPECT_RATIO = "image-aspect-ratio"  # long side / short side > 3.0
 IMAGE_ERROR = "image-error"  # an unexpected error while handling this row; detail has it
+
+# score: model scores over the kept images (udfs.scorers), in the order they are applied
+SCORE_FAILED = "score-failed"  # no or undecodable image bytes, a scorer raised on the row, or NaN; detail says why
+SCORE_NSFW = "score-nsfw"  # an nsfw_score_* column >= score.max_nsfw_score (COYO: 0.5)
+SCORE_LOW_SIMILARITY = "score-low-similarity"  # clip similarity < score.min_similarity (LAION: 0.28, ViT-B/32)
+SCORE_BELOW_QUANTILE = "score-below-quantile"  # clip similarity below the top score.top_fraction (DataComp)
 
 # dedup, in the order they are applied
 PHASH_INVALID = "phash-invalid"  # no pHash, or not 16 hex digits (a source's own column)
@@ -130,6 +137,7 @@ REASONS = {
         NO_NOUN,
     ),
     IMAGE: FETCH_REASONS + IMAGE_RULE_REASONS,
+    SCORE: (SCORE_FAILED, SCORE_NSFW, SCORE_LOW_SIMILARITY, SCORE_BELOW_QUANTILE),
     DEDUP: (PHASH_INVALID, EVAL_OVERLAP, DUPLICATE_PAIR, HISTORY_DUPLICATE, NEAR_DUPLICATE),
     GROUND: (NO_GROUNDING, GROUND_ERROR),
 }

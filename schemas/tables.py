@@ -28,6 +28,12 @@ was read. Columns winnow adds beyond the GRIT / COYO release names:
   character span ``[start, end)`` of the caption, box normalised to [0, 1]),
   aligned 1:1 and sorted by score, highest first; ``noun_chunks`` holds the
   chunk's span, ``ref_exps`` its referring expression's span, same box and score.
+- score columns (the score stage, COYO's names, doubles; null when the row
+  could not be scored): ``clip_similarity_<name>`` (cosine similarity of the
+  CLIP image and text embeddings), ``nsfw_score_<name>``,
+  ``aesthetic_score_<name>``, ``watermark_score``, or a plug-in's columns
+  (udfs/scorers.py); a source column of the same name is carried as
+  ``source_<name>``.
 - ``BOXES``: the detector's output, the grounding stage's second input (one
   row per box); ``BOX_VERDICT``: what the stage says about each of its rows.
 - rejects: ``stage``, ``reason`` (codes in ``schemas.reasons``) and ``detail``.

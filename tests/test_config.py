@@ -56,7 +56,7 @@ def test_defaults_are_not_shared_between_configs() -> None:
 
 def test_to_dict_has_every_section() -> None:
     d = Config().to_dict()
-    assert set(d) == {"ingest", "text", "text_zh", "fetch", "image", "dedup", "ground", "run"}
+    assert set(d) == {"ingest", "text", "text_zh", "fetch", "image", "dedup", "ground", "score", "run"}
     assert d["text"]["min_chars"] == 6 and d["run"]["stages"] == ["text", "image", "dedup"]
     assert d["dedup"]["blocklist_distance"] == 0 and d["dedup"]["pair_dedup"] and not d["dedup"]["near_duplicates"]
     # the COYO image rules and a fetcher that refuses private addresses by default
