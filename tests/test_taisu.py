@@ -84,7 +84,7 @@ def test_bom_empty_object_and_a_file_that_is_not_an_object():
 def test_bad_entries_become_errors_and_reading_resumes():
     good = {"a": {"w": "猫", "g": None}, "d": {"w": None, "g": "狗"}, "f": {"w": "鸟", "g": None}}
     data = (
-        b'{"a": {"w": "\xe7\x8c\xab", "g": null}, "b": "just a string", "c": {"w": 5, "g": null},'
+        b'{"a": {"w": "\xe7\x8c\xab", "g": null}, "b": "just a string", "l": [1, {"w": 2}], "c": {"w": 5, "g": null},'
         b' "d": {"w": null, "g": "\xe7\x8b\x97"}, "e": {"w": {"nested": 1}}, "f": {"w": "\xe9\xb8\x9f", "g": null}}'
     )
     for split in (1, 5, 17, len(data)):
@@ -94,6 +94,7 @@ def test_bad_entries_become_errors_and_reading_resumes():
         errors = [e for e in entries if e.error]
         by_id = {e.image_id: e.error for e in errors}
         assert "not an object" in by_id["b"] and "w is not a string" in by_id["c"]
+        assert "a JSON list, not an object" in by_id["l"]
         # the nested object cannot be parsed: one error naming the bytes skipped, id unknown
         (skipped,) = [e for e in errors if e.image_id is None]
         assert "are not entries" in skipped.error and "bytes" in skipped.error

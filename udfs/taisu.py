@@ -204,8 +204,8 @@ def read_range(
         pos = after
 
 
-def _pairs(pairs: list[tuple[str, object]]) -> list[tuple[str, object]]:
-    return pairs
+class _Object(list):
+    """A JSON object as its (key, value) pairs: duplicate ids stay, and arrays stay plain lists."""
 
 
 def _whole_range(
@@ -228,12 +228,12 @@ def _whole_range(
     buf.ensure(pos, stop - pos)
     chunk = buf.data[pos - buf.base : stop - buf.base]
     try:
-        pairs = json.loads(b"{" + chunk + b"}", object_pairs_hook=_pairs)
+        pairs = json.loads(b"{" + chunk + b"}", object_pairs_hook=_Object)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     entries = []
     for image_id, value in pairs:
-        fields = dict(value) if isinstance(value, list) else None
+        fields = dict(value) if isinstance(value, _Object) else None
         web = fields.get("w") if fields is not None else None
         generated = fields.get("g") if fields is not None else None
         plain = fields is not None and all(v is None or isinstance(v, str) for v in (web, generated))
