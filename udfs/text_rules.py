@@ -180,13 +180,20 @@ def check_cheap_rules(caption: str, occurrences: int, rules: TextRules, identify
     elif (word := find_nsfw_word(caption, rules.nsfw_words, rules.nsfw_phrases)) is not None:
         v.reason, v.detail = reasons.NSFW_WORD, word
     else:
-        v.language, v.language_probability = identify(caption)
-        if v.language != rules.language or v.language_probability < rules.min_language_probability:
-            v.reason = reasons.WRONG_LANGUAGE
-            v.detail = f"{v.language}:{v.language_probability:.3f}"
-        elif occurrences > rules.max_occurrences:
-            v.reason, v.detail = reasons.TOO_FREQUENT, str(occurrences)
+        check_language_and_frequency(v, caption, occurrences, rules, identify)
     return v
+
+
+def check_language_and_frequency(v: Verdict, caption: str, occurrences: int, rules: Any, identify: LanguageId) -> None:
+    """CLD3's language against ``rules.language``, then the global frequency: the rules every
+    language's set ends its cheap part with (``rules`` has language, min_language_probability
+    and max_occurrences)."""
+    v.language, v.language_probability = identify(caption)
+    if v.language != rules.language or v.language_probability < rules.min_language_probability:
+        v.reason = reasons.WRONG_LANGUAGE
+        v.detail = f"{v.language}:{v.language_probability:.3f}"
+    elif occurrences > rules.max_occurrences:
+        v.reason, v.detail = reasons.TOO_FREQUENT, str(occurrences)
 
 
 def parse_spans(doc: Any, noun_pos: frozenset[str]) -> tuple[bool, list[dict[str, Any]], list[dict[str, int]]]:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas import reasons
-from udfs.text_rules import LanguageId, Verdict
+from udfs.text_rules import LanguageId, Verdict, check_language_and_frequency
 
 # jieba's noun flags (its dictionary's tag set, ICTCLAS-style).
 DEFAULT_NOUN_FLAGS = ("n", "ng", "nr", "nrfg", "nrt", "ns", "nt", "nz")
@@ -163,12 +163,7 @@ def check_cheap_rules_zh(
     elif (word := find_zh_nsfw_word(simplified, rules.nsfw_words)) is not None:
         v.reason, v.detail = reasons.NSFW_WORD, word
     else:
-        v.language, v.language_probability = identify(caption)
-        if v.language != rules.language or v.language_probability < rules.min_language_probability:
-            v.reason = reasons.WRONG_LANGUAGE
-            v.detail = f"{v.language}:{v.language_probability:.3f}"
-        elif occurrences > rules.max_occurrences:
-            v.reason, v.detail = reasons.TOO_FREQUENT, str(occurrences)
+        check_language_and_frequency(v, caption, occurrences, rules, identify)
     return v
 
 
