@@ -321,6 +321,8 @@ class RunConfig:
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     # Rows per Arrow batch sent to Python UDFs (spark.sql.execution.arrow.maxRecordsPerBatch).
     arrow_batch_size: int = 5000
+    # Sample rejected rows per (stage, reason) in report/report.html and funnel.json.
+    report_samples: int = 5
 
 
 @dataclass
@@ -484,6 +486,7 @@ def validate(cfg: Config) -> None:
     validate_ground(cfg.ground)
     validate_score(cfg.score)
     need(r.arrow_batch_size >= 1, "run.arrow_batch_size", "must be at least 1")
+    need(r.report_samples >= 0, "run.report_samples", "must not be negative")
     need(bool(r.stages), "run.stages", "must name at least one stage")
     for s in r.stages:
         need(

@@ -7,7 +7,11 @@ writes, under OUTPUT:
   first, then the source columns, then the image stage's columns);
 - ``rejected/``: parquet partitioned by ``dump``: ``id``, ``stage``,
   ``reason``, ``detail`` and the stage's input columns;
-- ``report/funnel.json``: rows in, accepted and rejected per reason, per stage;
+- ``report/funnel.json``: rows in, accepted and rejected per reason, per stage,
+  and the ``statistics`` block (jobs.statistics: histograms of the accepted
+  rows, duplicate-group sizes, sample rejects);
+- ``report/report.html``: the same as a static page with inline SVG charts
+  (jobs.report), opens offline;
 - ``history/``: with the dedup stage, what later dumps are deduplicated
   against (jobs.dedup), written after the accepted output;
 - ``boxes/``: with the ground stage, one verdict per row of the Boxes table
@@ -50,9 +54,11 @@ from jobs.detect import DetectError, boxes_table, with_detections
 from jobs.ground import GroundError, grit_boxes, read_boxes, split_ground, with_grit_spans, with_ground_verdicts
 from jobs.image import split_image, with_image_verdicts
 from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
+from jobs.report import render_report
 from jobs.score import ScoreError, prepare_scorers, similarity_cutoff, split_score, with_score_verdicts, with_scores
 from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError, StageCounts, count_stage
+from jobs.statistics import report_statistics
 from jobs.text import rules_from_config, split_text, with_text_verdicts
 from udfs import resources
 from udfs.detectors import load_detector
@@ -145,6 +151,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     dedup = "dedup" in cfg.run.stages
     history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
     # Blocklists are read (and their layout checked) before any data is.
+    sc.setJobDescription("ingest: read the blocklists and the Boxes table")
     blocklist = read_blocklists(spark, cfg.dedup.blocklists) if dedup else None
     ground = "ground" in cfg.run.stages
     if ground and cfg.ground.detector:
@@ -267,6 +274,12 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     if box_counts is not None:
         sc.setJobDescription("write: box verdicts")
         box_verdicts.write.mode("overwrite").parquet(f"{output}/boxes")
+    # From the persisted stage frames, before they are unpersisted: no stage UDF runs again.
+    sc.setJobDescription("report: statistics")
+    statistics = report_statistics(
+        current, all_rejected, [c.as_dict() for c in funnel], per_reason=cfg.run.report_samples
+    )
+    sc.setJobDescription(None)  # later jobs of this thread are not the report's
     for frame in cached:
         frame.unpersist()
 
@@ -286,7 +299,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
         report["boxes"] = box_counts
     if scoring is not None:
         report["score"] = {"columns": list(scoring.columns), "similarity_cutoff": score_cutoff}
+    report["statistics"] = statistics
     _write_text(spark, f"{output}/report/funnel.json", json.dumps(report, indent=2) + "\n")
+    _write_text(spark, f"{output}/report/report.html", render_report(report))
     return report
 
 
@@ -367,6 +382,7 @@ def execute(args: argparse.Namespace) -> int:
     if "boxes" in report:
         print(f"boxes:    {args.output}/boxes/")
     print(f"funnel:   {args.output}/report/funnel.json")
+    print(f"report:   {args.output}/report/report.html")
     return 0
 
 

@@ -31,6 +31,19 @@ JOB_CONF = {
 }
 
 
+# Defaults for a long run watched in a terminal, unless the user configured them
+# (--conf, spark-defaults.conf): Spark's stage progress bar on stderr.
+CONSOLE_CONF = {"spark.ui.showConsoleProgress": "true"}
+
+
+def _configured(key: str) -> bool:
+    """Whether the driver JVM's configuration (spark-submit --conf, spark-defaults.conf) sets ``key``."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()  # starts the JVM gateway (or joins spark-submit's) if not yet running
+    return SparkConf().contains(key)
+
+
 class JavaMissing(RuntimeError):
     """No usable Java runtime: Spark cannot start."""
 
@@ -69,6 +82,9 @@ def get_spark(app_name: str, master: str | None = None, arrow_batch_size: int | 
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in JOB_CONF.items():
             builder = builder.config(key, value)
+        for key, value in CONSOLE_CONF.items():
+            if not _configured(key):
+                builder = builder.config(key, value)
         spark = builder.getOrCreate()
     for key, value in JOB_CONF.items():
         spark.conf.set(key, value)
