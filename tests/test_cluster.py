@@ -1,0 +1,78 @@
+"""The pipeline submitted to a local standalone cluster (deploy/standalone.sh) gives the local-mode output."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs import pipeline
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.spark
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(master URL, its folder): a master and two 1-core workers on 127.0.0.1, stopped after the module."""
+    folder = tmp_path_factory.mktemp("standalone")
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "STANDALONE_DIR": str(folder),
+        "MASTER_PORT": str(free_port()),
+        "WORKER_MEMORY": "1g",
+    }
+    script = str(REPO / "deploy" / "standalone.sh")
+    started = subprocess.run([script, "start"], capture_output=True, text=True, env=env, timeout=180)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        yield started.stdout.strip().splitlines()[-1], folder
+    finally:
+        subprocess.run([script, "stop"], env=env, timeout=60, check=False)
+
+
+def read_funnel(out: Path) -> dict:
+    return json.loads((out / "report" / "funnel.json").read_text())
+
+
+def test_standalone_cluster_output_equals_local_mode(spark, cluster, tmp_path):
+    from jobs.sample import serve_images, write_sample
+
+    master, folder = cluster
+    assert master.startswith("spark://127.0.0.1:")
+    with serve_images(tmp_path / "images") as base_url:
+        sample = write_sample(tmp_path / "in", n=200, seed=5, images=tmp_path / "images", base_url=base_url)
+        allow = ["--allow-network", "127.0.0.1/32"]
+        local = tmp_path / "local"
+        assert pipeline.main(["--input", str(sample), "--output", str(local), *allow]) == 0
+        submitted = tmp_path / "cluster"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        proc = subprocess.run(
+            [str(REPO / "deploy" / "submit.sh"), "--master", master,
+             "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.executor.memory=1g",
+             "--conf", f"spark.pyspark.python={sys.executable}",
+             "--", "--input", str(sample), "--output", str(submitted), *allow],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_funnel(submitted)["stages"] == read_funnel(local)["stages"]
+    assert [s["stage"] for s in read_funnel(local)["stages"]] == ["ingest", "text", "image", "dedup"]
+    for part in ("accepted", "rejected"):
+        a = sorted(map(repr, spark.read.parquet(str(local / part)).collect()))
+        b = sorted(map(repr, spark.read.parquet(str(submitted / part)).collect()))
+        assert a == b and len(a) > 0
+    # the executors ran on the workers, not in the driver
+    logs = list(folder.glob("work-*/app-*/*/stderr"))
+    assert logs, "no executor ran on the standalone workers"
