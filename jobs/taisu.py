@@ -167,11 +167,11 @@ def read_taisu(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
         F.col("read_error").alias("image_error"),
         F.coalesce(tar_dump, dump_default).alias("dump"),
     )
-    broken_captions = captions.filter(F.col("caption_error").isNotNull() & F.col("image_id").isNull())
-    broken_tars = images.filter(F.col("image_error").isNotNull())
-    entries = captions.filter(F.col("image_id").isNotNull()).withColumn("_in_json", F.lit(True))
-    members = images.filter(F.col("image_error").isNull())
-    joined = entries.join(members, ["dump", "image_id"], "full_outer")
+    # One join, no filtered branches: each branch would read the caption files and expand the tars
+    # again. Unreadable regions and tars have a null image id, which joins nothing, so they come
+    # out once each, as malformed rows.
+    entries = captions.withColumn("_in_json", F.col("image_id").isNotNull())
+    joined = entries.join(images, ["dump", "image_id"], "full_outer")
 
     policy = cfg.taisu_captions
     web = F.when(F.length("w") > 0, F.col("w"))
@@ -196,14 +196,16 @@ def read_taisu(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
         }[policy]
         chosen = F.struct(F.when(text.isNotNull(), kind).alias("kind"), text.alias("text"))
     rows = joined.select("*", chosen.alias("_c")).select("*", "_c.kind", "_c.text").drop("_c")
-    in_json = F.col("_in_json").isNotNull()
+    in_json = F.coalesce(F.col("_in_json"), F.lit(False))
     problem = (
         F.when(F.col("caption_error").isNotNull(), F.lit(reasons.MALFORMED_RECORD))
+        .when(F.col("image_error").isNotNull(), F.lit(reasons.MALFORMED_RECORD))
         .when(F.col("url").isNull(), F.lit(reasons.NO_IMAGE))
         .when(F.col("text").isNull(), F.lit(reasons.MISSING_CAPTION))
     )
     problem_detail = (
         F.when(F.col("caption_error").isNotNull(), F.col("caption_error"))
+        .when(F.col("image_error").isNotNull(), F.col("image_error"))
         .when(F.col("url").isNull(), F.lit("no image member with this id in the tars"))
         .when(~in_json, F.lit("no caption entry for this image id"))
         .when(F.col("text").isNull(), F.lit(f"no caption for taisu_captions = {policy}"))
@@ -220,17 +222,4 @@ def read_taisu(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
         problem.alias(PROBLEM),
         problem_detail.alias(PROBLEM_DETAIL),
     )
-    broken = _broken(broken_captions, "caption_error").unionByName(_broken(broken_tars, "image_error"))
-    return pairs.unionByName(broken)
-
-
-def _broken(frame: DataFrame, error: str) -> DataFrame:
-    """Rows for unreadable caption-file regions or tars: no pair, ``malformed-record`` with the error."""
-    null = {"taisu_id": "long", "url": "string", "caption": "string", "caption_kind": "string", "image_id": "string"}
-    return frame.select(
-        *[F.lit(None).cast(t).alias(c) for c, t in null.items()],
-        "dump",
-        F.lit(None).cast("binary").alias(IMAGE_INPUT),
-        F.lit(reasons.MALFORMED_RECORD).alias(PROBLEM),
-        F.col(error).alias(PROBLEM_DETAIL),
-    )
+    return pairs

@@ -168,7 +168,7 @@ def test_cuda_without_onnxruntime_gpu_says_what_to_install() -> None:
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("this onnxruntime has CUDA")
+        pytest.skip("onnxruntime here has the CUDA provider, so the missing-onnxruntime-gpu error cannot occur")
     with pytest.raises(ScorerError, match="onnxruntime-gpu"):
         scorers.onnx_providers("cuda", 0)
     assert scorers.onnx_providers("cpu", None) == ["CPUExecutionProvider"]
@@ -179,7 +179,7 @@ def test_open_clip_without_torch_is_a_clear_error(tmp_path: Path) -> None:
         import open_clip  # noqa: F401
         import torch  # noqa: F401
 
-        pytest.skip("torch and open_clip are installed")
+        pytest.skip("torch and open_clip are installed here, so the missing-torch error cannot occur")
     except ImportError:
         pass
     spec = OpenClipSpec("b32", "ViT-B-32", ModelFile("score.open_clip_checkpoint", str(tmp_path / "ckpt.bin")))

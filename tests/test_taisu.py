@@ -281,3 +281,11 @@ def test_taisu_through_the_pipeline_with_the_chinese_rules(spark, tmp_path):
     for s in report["stages"]:
         assert s["rows_in"] == s["accepted"] + s["rejected"]
     assert report["config"]["text"]["language"] == "zh"
+
+
+@pytest.mark.spark
+def test_caption_files_and_tars_are_each_read_once(spark, taisu_root):
+    # Unreadable regions and tars go through the same join (null id): no second read of either input.
+    config = IngestConfig(input_format="taisu")
+    frame = with_pair_columns(read_source(spark, str(taisu_root), "taisu", config), "taisu", config)
+    assert frame._jdf.queryExecution().executedPlan().toString().count("MapInArrow") == 2
