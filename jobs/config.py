@@ -323,6 +323,11 @@ class RunConfig:
     arrow_batch_size: int = 5000
     # Sample rejected rows per (stage, reason) in report/report.html and funnel.json.
     report_samples: int = 5
+    # Write each stage's verdicts to OUTPUT/_checkpoints/<stage>/ (per dump, fingerprinted), and let
+    # a re-run start after the last stage whose checkpoint still matches. false: keep them in memory.
+    checkpoints: bool = True
+    # Keep a dump's checkpoints after its output is committed (else they are deleted then).
+    keep_checkpoints: bool = False
 
 
 @dataclass

@@ -25,10 +25,11 @@ Reads the previous stage's accepted pairs (they need a 16-hex-digit pHash in
 
 History: ``OUTPUT/history/`` (or ``dedup.history_path``), parquet partitioned
 by ``dump``: ``phash`` (long), ``caption_hash`` (xxhash64 of the lower-case
-caption), ``id``. The pipeline writes a dump's partition after that dump's
-accepted output is written, so an interrupted run leaves no history for
-output that does not exist. A run compares its dumps with the history of the
-other dumps only, so re-running a dump changes nothing.
+caption), ``id``. The pipeline commits a dump's history with its accepted
+output (jobs.storage), and with the default path reads the history of
+committed dumps only, so an interrupted run leaves no history for output that
+does not exist. A run compares its dumps with the history of the other dumps
+only, so re-running a dump changes nothing.
 """
 
 from __future__ import annotations
@@ -176,8 +177,11 @@ def read_blocklists(spark: SparkSession, paths: list[str]) -> DataFrame | None:
     return out.dropDuplicates(["blocked", "name"])
 
 
-def read_history(spark: SparkSession, path: str, exclude_dumps: set[str]) -> DataFrame | None:
-    """The history of dumps other than ``exclude_dumps``; None when there is none yet."""
+def read_history(
+    spark: SparkSession, path: str, exclude_dumps: set[str], only_dumps: list[str] | None = None
+) -> DataFrame | None:
+    """The history of dumps other than ``exclude_dumps`` (and, given ``only_dumps``, of those
+    only: the committed ones); None when there is none yet."""
     if "://" not in path and not os.path.isdir(path):
         return None
     try:
@@ -191,6 +195,8 @@ def read_history(spark: SparkSession, path: str, exclude_dumps: set[str]) -> Dat
         raise DedupError(f"dedup history {path} lacks {', '.join(missing)}: is it winnow's history table?")
     if exclude_dumps:
         frame = frame.where(~F.col("dump").isin(sorted(exclude_dumps)))
+    if only_dumps is not None:
+        frame = frame.where(F.col("dump").isin(list(only_dumps)))
     return frame.select(*HISTORY.fieldNames())
 
 

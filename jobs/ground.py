@@ -398,7 +398,13 @@ def with_ground_verdicts(pairs: DataFrame, boxes: DataFrame, cfg: GroundConfig) 
     arrow_types = [to_arrow_type(f.dataType) for f in _ADDED]
     mapper = ground_mapper(rules, cfg.boxes_in_pixels, has_size, arrow_types)
     annotated = joined.mapInArrow(mapper, StructType(passed + _ADDED))
+    return annotated, box_verdicts(annotated, pairs, boxes)
 
+
+def box_verdicts(annotated: DataFrame, pairs: DataFrame, boxes: DataFrame | None) -> DataFrame:
+    """Every box row once, as ``BOX_VERDICT``: the verdicts of pairs' boxes from ``annotated``
+    (the ground stage's frame, with its working column), then ``boxes`` whose id no pair has
+    (None: detections made from these pairs, so none is without a pair)."""
     dump = F.col("dump") if "dump" in pairs.columns else F.lit(None).cast(StringType())
     judged = annotated.select("id", dump.alias("dump"), F.explode(_VERDICTS).alias("_v")).select(
         *[(F.col(f.name) if f.name in ("id", "dump") else F.col("_v")[f.name]).alias(f.name) for f in BOX_VERDICT]
@@ -410,9 +416,11 @@ def with_ground_verdicts(pairs: DataFrame, boxes: DataFrame, cfg: GroundConfig) 
         "outcome": F.lit(None),
         "detail": F.lit("no accepted pair has this id"),
     }
-    orphans = boxes.join(pairs.select("id"), "id", "left_anti")
+    if boxes is None:
+        return judged
+    orphans = conform_boxes(boxes).join(pairs.select("id"), "id", "left_anti")
     orphans = orphans.select(*[verdict.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in BOX_VERDICT])
-    return annotated, judged.unionByName(orphans)
+    return judged.unionByName(orphans)
 
 
 def split_ground(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:

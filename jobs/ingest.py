@@ -137,45 +137,66 @@ def resolve_format(path: str, input_format: str) -> str:
     raise IngestError(f"cannot tell the format of {path} from its name; pass --input-format")
 
 
-def read_source(spark: SparkSession, path: str, input_format: str, cfg: IngestConfig | None = None) -> DataFrame:
+def read_source(
+    spark: SparkSession,
+    path: str,
+    input_format: str,
+    cfg: IngestConfig | None = None,
+    folders: list[str] | None = None,
+) -> DataFrame:
     """Read ``path`` as ``input_format`` (already resolved); dump=<name>/ folders become a column.
 
-    ``cfg`` matters for ``webdataset`` only: ``ingest.image_col`` there names
-    the image member's extension (default: jpg, jpeg, png, webp in that order).
+    ``folders`` (``dump=<name>`` folder names under ``path``) reads only those
+    dumps (``winnow run --incremental``), with ``path`` as the partition base so
+    the ``dump`` column stays. ``cfg`` matters for ``webdataset`` and ``taisu``:
+    ``ingest.image_col`` there names the image member's extension (default:
+    jpg, jpeg, png, webp in that order).
     """
-    reader = spark.read
+    paths = [path] if folders is None else [f"{path.rstrip('/')}/{f}" for f in folders]
+    reader = spark.read if folders is None else spark.read.option("basePath", path)
     if input_format in PARQUET_FORMATS:
-        return reader.parquet(path)
+        return reader.parquet(*paths)
     if input_format == "img2dataset-parquet":
         # img2dataset writes <shard>_stats.json beside its parquet files.
-        return reader.option("pathGlobFilter", "*.parquet").parquet(path)
+        return reader.option("pathGlobFilter", "*.parquet").parquet(*paths)
     if input_format == "webdataset":
-        return read_webdataset(spark, path, cfg or IngestConfig())
+        return read_webdataset(spark, paths, cfg or IngestConfig(), base=None if folders is None else path)
     if input_format == "taisu":
-        return taisu.read_taisu(spark, path, cfg or IngestConfig())
+        return taisu.read_taisu(spark, paths, cfg or IngestConfig(), base=None if folders is None else path)
     if input_format in ("csv", "tsv"):
         sep = "," if input_format == "csv" else "\t"
         # multiLine: web captions contain quoted newlines; PERMISSIVE keeps bad lines as nulls.
-        return reader.options(header=True, sep=sep, multiLine=True, escape='"', mode="PERMISSIVE").csv(path)
+        return reader.options(header=True, sep=sep, multiLine=True, escape='"', mode="PERMISSIVE").csv(paths)
     if input_format == "jsonl":
-        return reader.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json(path)
+        return reader.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json(paths)
     raise IngestError(f"unknown input format {input_format!r}")
 
 
-def read_webdataset(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
+def read_webdataset(
+    spark: SparkSession, path: str | list[str], cfg: IngestConfig, base: str | None = None
+) -> DataFrame:
     """One row per sample of every ``*.tar`` under ``path`` (schemas.tables.WEBDATASET_SAMPLE + partitions).
 
     binaryFile reads each tar whole (one row, at most 2 GB); the expansion is
     a ``mapInArrow`` over the tar bytes, so the rows counted downstream are
-    the samples (and one row per unreadable tar), not the files.
+    the samples (and one row per unreadable tar), not the files. ``base``: the
+    partition base path when ``path`` lists some dump folders.
     """
-    files = spark.read.format("binaryFile").option("pathGlobFilter", "*.tar").load(path)
+    reader = spark.read.format("binaryFile").option("pathGlobFilter", "*.tar")
+    files = (reader if base is None else reader.option("basePath", base)).load(path)
     partitions = [f for f in files.schema.fields if f.name not in ("path", "modificationTime", "length", "content")]
     names = [f.name for f in partitions]
     extensions = (cfg.image_col.lower(),) if cfg.image_col else wds.IMAGE_EXTENSIONS
     return files.select("path", "content", *names).mapInArrow(
         wds.shard_expander(names, extensions), StructType(WEBDATASET_SAMPLE.fields + partitions)
     )
+
+
+def dump_folders(spark: SparkSession, path: str) -> list[str]:
+    """The ``dump=<name>`` folders directly under ``path`` (names, sorted)."""
+    from jobs.storage import FileStore
+
+    return [f for f in FileStore(spark).children(path) if f.startswith("dump=")]
 
 
 def image_column(raw: DataFrame, input_format: str, cfg: IngestConfig) -> str | None:

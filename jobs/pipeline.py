@@ -17,8 +17,15 @@ writes, under OUTPUT:
 - ``boxes/``: with the ground stage, one verdict per row of the Boxes table
   (jobs.ground: kept, below-score, suppressed, ... or a ``box-*`` reject).
 
-A re-run replaces exactly the dumps it writes (dynamic partition overwrite).
-The job fails, before writing, if any stage's rows in != accepted + rejected.
+Each stage's verdicts go to ``_checkpoints/<stage>/`` first (jobs.checkpoint: per
+dump, fingerprinted); a re-run starts after the last stage whose checkpoint
+still matches the config, code and input. The outputs are committed per dump
+(jobs.storage: staged, then renamed into place, then ``_commits/dump=<name>.json``),
+so a re-run replaces exactly the dumps it processed and a run killed at any
+moment is completed or undone by the next. ``--incremental`` reads only the
+input's dumps without a commit marker and dedups them against the committed
+history. The job fails, before writing, if any stage's rows in != accepted +
+rejected.
 
     winnow run --input pairs.parquet --output out/ [--config winnow.toml]
     spark-submit jobs/pipeline.py --input pairs.parquet --output out/
@@ -32,6 +39,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import reduce
 from typing import Any
 
@@ -39,6 +48,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs import __version__
+from jobs.checkpoint import Checkpoints, code_version, fingerprint
 from jobs.config import INPUT_FORMATS, KNOWN_STAGES, Config, ConfigError, load_config
 from jobs.dedup import (
     DedupError,
@@ -51,19 +61,31 @@ from jobs.dedup import (
 )
 from jobs.detect import BATCH_ROWS as DETECT_BATCH_ROWS
 from jobs.detect import DetectError, boxes_table, with_detections
-from jobs.ground import GroundError, grit_boxes, read_boxes, split_ground, with_grit_spans, with_ground_verdicts
+from jobs.ground import (
+    GroundError,
+    box_verdicts,
+    conform_boxes,
+    grit_boxes,
+    read_boxes,
+    split_ground,
+    with_grit_spans,
+    with_ground_verdicts,
+)
 from jobs.image import split_image, with_image_verdicts
-from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
+from jobs.ingest import IngestError, dump_folders, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.report import render_report
 from jobs.score import ScoreError, prepare_scorers, similarity_cutoff, split_score, with_score_verdicts, with_scores
 from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError, StageCounts, count_stage
 from jobs.statistics import report_statistics
+from jobs.storage import Committer, FileStore, new_run_id
 from jobs.text import rules_from_config, split_text, with_text_verdicts
 from udfs import resources
 from udfs.detectors import load_detector
 
 log = logging.getLogger("winnow")
+# The output parts committed per dump (history may live elsewhere: dedup.history_path).
+PARTS = ("accepted", "rejected", "history", "boxes")
 
 
 def config_keys_help() -> str:
@@ -109,51 +131,126 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
         help="override any config key, e.g. --set text.max_occurrences=20 (repeatable)",
     )
     parser.add_argument(
+        "--incremental",
+        action="store_true",
+        help="process only the input's dump=<name>/ folders without committed output (a scheduled run); "
+        "nothing new: exit 0 and change nothing",
+    )
+    parser.add_argument(
         "--master", help="Spark master for a plain `winnow run` (default local[*]); spark-submit sets its own"
     )
     return parser
 
 
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write a small text file through Hadoop's FileSystem (local, HDFS, S3 alike)."""
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
+STAGE_CONFIG = {
+    "text": ("text", "text_zh"),
+    "image": ("fetch", "image"),
+    "score": ("score",),
+    "dedup": ("dedup",),
+    "ground": ("ground",),
+}
 
 
-def _drop_partitions(spark: SparkSession, folder: str, dumps: set[str]) -> None:
-    """Delete ``folder/dump=<name>`` for ``dumps``: a re-run that leaves a dump with no rows
-    of this kind must not leave the previous run's rows behind (dynamic partition
-    overwrite only replaces the partitions it writes)."""
-    jvm = spark.sparkContext._jvm
-    escape = jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    for dump in sorted(dumps):
-        path = jvm.org.apache.hadoop.fs.Path(f"{folder}/dump={escape(dump)}")
-        fs = path.getFileSystem(conf)
-        if fs.exists(path):
-            fs.delete(path, True)
+@dataclass
+class Run:
+    """One run's place on disk: its id, the file store, the committer and the checkpoints."""
+
+    spark: SparkSession
+    cfg: Config
+    output: str
+    store: FileStore
+    committer: Committer
+    checkpoints: Checkpoints | None
+    dumps: list[str] | None = None  # the run's dumps, known after ingest
+    fingerprint: str = ""  # of the last stage run
+
+    @classmethod
+    def start(cls, spark: SparkSession, cfg: Config, output: str) -> Run:
+        store = FileStore(spark)
+        run_id = new_run_id()
+        checkpoints = Checkpoints(spark, store, f"{output}/_checkpoints", run_id) if cfg.run.checkpoints else None
+        return cls(spark, cfg, output, store, Committer(store, output, run_id), checkpoints)
+
+    def stage(
+        self,
+        name: str,
+        extra: Any,
+        compute: Callable[[], DataFrame],
+        rows_in: int | None,
+        conf: dict[str, str] | None = None,
+    ) -> tuple[DataFrame, StageCounts]:
+        """The stage's annotated frame and its checked counts (``rows_in`` None: ingest, whose
+        rows in are its rows): from its checkpoint when the fingerprint matches, else computed
+        and checkpointed (or persisted). The checkpoint is marked complete after the check."""
+        sections = {s: getattr(self.cfg, s) for s in STAGE_CONFIG.get(name, ("ingest",))}
+        self.fingerprint = fingerprint(name, code_version(), self.fingerprint, sections, extra)
+        with session_conf(self.spark, conf or {}):
+            if self.checkpoints is None:
+                frame = compute().persist(StorageLevel.MEMORY_AND_DISK)
+                return frame, count_stage(name, frame.count() if rows_in is None else rows_in, frame)
+            loaded = self.checkpoints.load(name, self.fingerprint, self.dumps)
+            if loaded is not None:
+                log.info("%s: resumed from its checkpoint (%s)", name, self.fingerprint)
+                frame, self.dumps = loaded
+                return frame, count_stage(name, frame.count() if rows_in is None else rows_in, frame)
+            computed = compute()
+            frame, self.dumps = self.checkpoints.save(name, self.fingerprint, computed, self.dumps)
+            counts = count_stage(name, frame.count() if rows_in is None else rows_in, frame)
+            self.checkpoints.mark(name, self.fingerprint, self.dumps, computed.schema)
+            return frame, counts
 
 
-def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str) -> dict[str, Any]:
-    """Run ingest and the configured stages, write all outputs, return the funnel."""
+def input_listing(store: FileStore, input_path: str, folders: list[str] | None) -> list[tuple[str, int, int]]:
+    """(path, size, time) of the input files the run reads: its fingerprint, beside the config."""
+    if folders is None:
+        return store.files(input_path)
+    return [f for folder in folders for f in store.files(f"{input_path.rstrip('/')}/{folder}")]
+
+
+def run_pipeline(
+    spark: SparkSession, cfg: Config, input_path: str, output: str, incremental: bool = False
+) -> dict[str, Any]:
+    """Run ingest and the configured stages, commit the outputs dump by dump, return the funnel.
+
+    ``incremental``: read only the input's ``dump=<name>/`` folders that have no
+    committed output; with none, return ``{"new_dumps": []}`` and touch nothing.
+    """
     started = time.time()
     sc = spark.sparkContext
+    run = Run.start(spark, cfg, output)
+    store = run.store
+    dedup = "dedup" in cfg.run.stages
+    ground = "ground" in cfg.run.stages
+    history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
+    part_paths = {"accepted": f"{output}/accepted", "rejected": f"{output}/rejected"}
+    if history_path:
+        part_paths["history"] = history_path
+    if ground:
+        part_paths["boxes"] = f"{output}/boxes"
+
+    folders = None
+    if incremental:
+        found = dump_folders(spark, input_path)
+        if not found:
+            raise IngestError(f"--incremental needs dump=<name>/ folders directly under {input_path}")
+    # A commit a killed run recorded is finished first; staging no commit names is deleted.
+    sc.setJobDescription("commit: finish or clean up an interrupted run")
+    for line in run.committer.recover(list(part_paths.values()) + [f"{output}/{p}" for p in PARTS]):
+        log.info("recovery: %s", line)
+    if run.checkpoints is not None:
+        run.checkpoints.clean_staging()
+    committed = run.committer.committed()
+    if incremental:
+        folders = [f for f in found if store.partition_value(f) not in committed]
+        if not folders:
+            return {"new_dumps": [], "committed": sorted(committed)}
+
     fmt = resolve_format(input_path, cfg.ingest.input_format)
     if "text" in cfg.run.stages:
         rules = rules_from_config(cfg.text, cfg.text_zh)  # a missing model fails here, before any data is read
-
-    dedup = "dedup" in cfg.run.stages
-    history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
     # Blocklists are read (and their layout checked) before any data is.
     sc.setJobDescription("ingest: read the blocklists and the Boxes table")
     blocklist = read_blocklists(spark, cfg.dedup.blocklists) if dedup else None
-    ground = "ground" in cfg.run.stages
     if ground and cfg.ground.detector:
         try:
             load_detector(cfg.ground.detector)  # a bad plug-in path fails here, before any data is read
@@ -165,39 +262,49 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     scoring = prepare_scorers(spark, cfg.score) if "score" in cfg.run.stages else None
 
     sc.setJobDescription("ingest: read and map to the pair table")
-    raw = read_source(spark, input_path, fmt, cfg.ingest)
-    annotated = with_pair_columns(raw, fmt, cfg.ingest).persist(StorageLevel.MEMORY_AND_DISK)
+    source = {"input": input_path, "format": fmt, "files": input_listing(store, input_path, folders)}
+    annotated, counts = run.stage(
+        "ingest",
+        source,
+        lambda: with_pair_columns(read_source(spark, input_path, fmt, cfg.ingest, folders), fmt, cfg.ingest),
+        None,
+    )
     available = set(annotated.columns) | ({"image_phash"} if "image" in cfg.run.stages else set())
     if dedup:
         check_phash_column(available, cfg.dedup.phash_col)
     if ground and cfg.ground.grit_input:
         grit_boxes(annotated)  # checks the GRIT columns now, not after the other stages ran
     # Ingest is a projection of the input (one row out per row in), so counting
-    # the persisted frame counts the input: the source is read once, not twice.
-    rows_in = annotated.count()
-    funnel: list[StageCounts] = [count_stage("ingest", rows_in, annotated)]
+    # the stored frame counts the input: the source is read once, not twice.
+    funnel: list[StageCounts] = [counts]
+    rows_in = counts.rows_in
+    run.dumps = sorted(counts.dumps)
     current, rejected = split_pairs(annotated)
     rejected_parts = [rejected]
-    cached = [annotated]
+    cached = [] if run.checkpoints is not None else [annotated]
 
     if "text" in cfg.run.stages:
         which = "Chinese: jieba, posseg" if cfg.text.language == "zh" else "COYO: spaCy"
         sc.setJobDescription(f"text: {which} rules (length, words, NSFW, CLD3, frequency, nouns)")
         text_in = funnel[-1].accepted
-        annotated = with_text_verdicts(current, rules, cfg.text.udf_partitions).persist(StorageLevel.MEMORY_AND_DISK)
+        annotated, counts = run.stage(
+            "text", None, lambda: with_text_verdicts(current, rules, cfg.text.udf_partitions), text_in
+        )
         cached.append(annotated)
-        funnel.append(count_stage("text", text_in, annotated))
+        funnel.append(counts)
         current, rejected = split_text(annotated, current.columns)
         rejected_parts.append(rejected)
 
     if "image" in cfg.run.stages:
         sc.setJobDescription("image: fetch, COYO image rules, pHash")
         image_in = funnel[-1].accepted
-        annotated = with_image_verdicts(current, cfg.fetch, cfg.image).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(annotated)
         # Small Arrow batches: image rows may carry bytes (img2dataset inputs, kept images).
-        with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.image.batch_size)}):
-            funnel.append(count_stage("image", image_in, annotated))
+        batch = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.image.batch_size)}
+        annotated, counts = run.stage(
+            "image", None, lambda: with_image_verdicts(current, cfg.fetch, cfg.image), image_in, batch
+        )
+        cached.append(annotated)
+        funnel.append(counts)
         current, rejected = split_image(annotated, current.columns)
         rejected_parts.append(rejected)
 
@@ -205,76 +312,97 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     if scoring is not None:
         sc.setJobDescription("score: " + ", ".join(scoring.columns))
         score_in = funnel[-1].accepted
-        scored = with_scores(current, scoring, cfg.score).persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(scored)
         # Arrow batches of score.batch_size rows: each carries images, and the scorers take them as they come.
-        with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.score.batch_size)}):
-            score_cutoff = similarity_cutoff(scored, scoring, cfg.score)
-            annotated = with_score_verdicts(scored, scoring, cfg.score, score_cutoff)
-            funnel.append(count_stage("score", score_in, annotated))
+        batch = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.score.batch_size)}
+
+        def scored_rows() -> DataFrame:
+            scored = with_scores(current, scoring, cfg.score).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(scored)
+            return with_score_verdicts(scored, scoring, cfg.score, similarity_cutoff(scored, scoring, cfg.score))
+
+        annotated, counts = run.stage("score", None, scored_rows, score_in, batch)
+        cached.append(annotated)
+        funnel.append(counts)
+        # The cut-off again, from the stored scores: the same rows, so the same number.
+        score_cutoff = similarity_cutoff(annotated, scoring, cfg.score)
         current, rejected = split_score(annotated, scoring, current.columns)
         rejected_parts.append(rejected)
 
     if dedup:
         sc.setJobDescription("dedup: eval blocklists, (pHash, caption) pairs, history, near-duplicates")
         dedup_in = funnel[-1].accepted
-        history = read_history(spark, history_path, set(funnel[0].dumps)) if history_path else None
-        annotated = with_dedup_verdicts(current, cfg.dedup, blocklist, history).persist(StorageLevel.MEMORY_AND_DISK)
+        # Only committed dumps count as history, and never the run's own (a re-run changes nothing).
+        earlier = None if cfg.dedup.history_path else sorted(set(committed) - set(run.dumps))
+        history = read_history(spark, history_path, set(run.dumps), earlier) if history_path else None
+        state = {
+            "history": [(d, committed[d].get("run_id")) for d in earlier] if earlier is not None else history_path,
+            "blocklists": [store.files(p) for p in cfg.dedup.blocklists],
+        }
+        annotated, counts = run.stage(
+            "dedup", state, lambda: with_dedup_verdicts(current, cfg.dedup, blocklist, history), dedup_in
+        )
         cached.append(annotated)
-        funnel.append(count_stage("dedup", dedup_in, annotated))
+        funnel.append(counts)
         current, rejected = split_dedup(annotated, current.columns)
         rejected_parts.append(rejected)
 
     box_counts = None
     if ground:
+        pairs = current
+        own_boxes = boxes
         if cfg.ground.grit_input:
             # A GRIT release re-grounded: its own noun_chunks are the boxes (and, to refilter,
             # its chunk and expression spans stand in for the text stage's parse).
-            boxes = grit_boxes(current)
+            own_boxes = grit_boxes(current)
             if cfg.ground.grit_input == "refilter":
-                current = with_grit_spans(current)
-        elif boxes is None:
-            # Detection over the kept images of the pairs that reach this stage; a row the detector
-            # fails on gets no box and is rejected no-grounding (its failure in the detail).
-            sc.setJobDescription(f"detect: {cfg.ground.detector} over the kept images")
-            with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(DETECT_BATCH_ROWS)}):
-                boxes = boxes_table(with_detections(current, cfg.ground.detector)).persist(StorageLevel.MEMORY_AND_DISK)
-                boxes.count()
-            cached.append(boxes)
-        sc.setJobDescription("ground: noun chunks x boxes, NMS, referring expressions")
-        ground_in = funnel[-1].accepted
-        annotated, box_verdicts = with_ground_verdicts(current, boxes, cfg.ground)
-        # To disk: every box verdict is nested in its pair's row, and building that cache in memory
-        # ran a 2 GB heap out of memory at 1M pairs (7.8 boxes each); on disk it streams.
-        annotated = annotated.persist(StorageLevel.DISK_ONLY)
-        cached.append(annotated)
-        funnel.append(count_stage("ground", ground_in, annotated))
-        current, rejected = split_ground(annotated, current.columns)
-        rejected_parts.append(rejected)
-        box_verdicts = box_verdicts.persist(StorageLevel.MEMORY_AND_DISK)
-        cached.append(box_verdicts)
-        box_counts = _box_counts(box_verdicts, boxes.count())
+                pairs = with_grit_spans(current)
 
-    sc.setJobDescription("write: accepted and rejected parquet")
-    current.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/accepted")
+        detected: dict[str, int] = {}
+
+        def grounded() -> DataFrame:
+            found = own_boxes
+            if found is None:
+                # Detection over the kept images of the pairs that reach this stage; a row the detector
+                # fails on gets no box and is rejected no-grounding (its failure in the detail).
+                sc.setJobDescription(f"detect: {cfg.ground.detector} over the kept images")
+                with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(DETECT_BATCH_ROWS)}):
+                    found = boxes_table(with_detections(pairs, cfg.ground.detector)).persist(
+                        StorageLevel.MEMORY_AND_DISK
+                    )
+                    detected["boxes"] = found.count()
+                cached.append(found)
+            sc.setJobDescription("ground: noun chunks x boxes, NMS, referring expressions")
+            return with_ground_verdicts(pairs, found, cfg.ground)[0]
+
+        ground_in = funnel[-1].accepted
+        listing = store.files(cfg.ground.boxes) if cfg.ground.boxes else None
+        annotated, counts = run.stage("ground", listing, grounded, ground_in)
+        cached.append(annotated)
+        funnel.append(counts)
+        current, rejected = split_ground(annotated, pairs.columns)
+        rejected_parts.append(rejected)
+        # Detected boxes come from these pairs, so each has a pair; a Boxes table's may not.
+        verdicts = box_verdicts(annotated, pairs, own_boxes).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(verdicts)
+        # Boxes in: the table's rows, or the detections (None when the stage came from its checkpoint:
+        # then the verdicts are what the detections were).
+        boxes_in = conform_boxes(own_boxes).count() if own_boxes is not None else detected.get("boxes")
+        box_counts = _box_counts(verdicts, boxes_in)
+
+    sc.setJobDescription("write: accepted and rejected parquet (staged, committed per dump)")
+    committer = run.committer
+    staged = {
+        "accepted": (part_paths["accepted"], committer.stage(part_paths["accepted"], current)),
+    }
     all_rejected: DataFrame = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), rejected_parts)
-    all_rejected.write.mode("overwrite").partitionBy("dump").parquet(f"{output}/rejected")
-    input_dumps = set(funnel[0].dumps)
-    _drop_partitions(
-        spark, f"{output}/accepted", input_dumps - {d for d, n in funnel[-1].dumps.items() if n["accepted"]}
-    )
-    rejected_dumps = {d for counts in funnel for d, n in counts.dumps.items() if n["rejected"]}
-    _drop_partitions(spark, f"{output}/rejected", input_dumps - rejected_dumps)
+    staged["rejected"] = (part_paths["rejected"], committer.stage(part_paths["rejected"], all_rejected))
     if history_path:
-        # After the accepted output: a run that dies before this point leaves no history
-        # for output that was never written, and the re-run ignores its own dumps' history.
         sc.setJobDescription("write: dedup history of the accepted pairs")
-        history_rows(current, cfg.dedup.phash_col).write.mode("overwrite").partitionBy("dump").parquet(history_path)
-        _drop_partitions(spark, history_path, input_dumps - {d for d, n in funnel[-1].dumps.items() if n["accepted"]})
+        staged["history"] = (history_path, committer.stage(history_path, history_rows(current, cfg.dedup.phash_col)))
     if box_counts is not None:
         sc.setJobDescription("write: box verdicts")
-        box_verdicts.write.mode("overwrite").parquet(f"{output}/boxes")
-    # From the persisted stage frames, before they are unpersisted: no stage UDF runs again.
+        staged["boxes"] = (part_paths["boxes"], committer.stage(part_paths["boxes"], verdicts))
+    # From the stored stage frames, before they are unpersisted: no stage UDF runs again.
     sc.setJobDescription("report: statistics")
     statistics = report_statistics(
         current, all_rejected, [c.as_dict() for c in funnel], per_reason=cfg.run.report_samples
@@ -285,9 +413,11 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
 
     report = {
         "winnow_version": __version__,
+        "run_id": committer.run_id,
         "input": input_path,
         "input_format": fmt,
         "output": output,
+        "dumps": run.dumps,
         "stages": [c.as_dict() for c in funnel],
         "rows_in": rows_in,
         "accepted": funnel[-1].accepted,
@@ -300,14 +430,27 @@ def run_pipeline(spark: SparkSession, cfg: Config, input_path: str, output: str)
     if scoring is not None:
         report["score"] = {"columns": list(scoring.columns), "similarity_cutoff": score_cutoff}
     report["statistics"] = statistics
-    _write_text(spark, f"{output}/report/funnel.json", json.dumps(report, indent=2) + "\n")
-    _write_text(spark, f"{output}/report/report.html", render_report(report))
+    files = {"funnel.json": json.dumps(report, indent=2) + "\n", "report.html": render_report(report)}
+    committer.stage_files(f"{output}/report", files)
+    per_dump = {
+        dump: {
+            "fingerprint": run.fingerprint,
+            "stages": {c.stage: c.dumps.get(dump, {"accepted": 0, "rejected": 0}) for c in funnel},
+        }
+        for dump in run.dumps
+    }
+    committer.commit(staged, per_dump, (f"{output}/report", sorted(files)))
+    if run.checkpoints is not None and not cfg.run.keep_checkpoints:
+        run.checkpoints.drop(run.dumps)
     return report
 
 
-def _box_counts(box_verdicts: DataFrame, boxes_in: int) -> dict[str, Any]:
-    """Rows of the Boxes table per outcome and per reject reason; every box exactly once."""
+def _box_counts(box_verdicts: DataFrame, boxes_in: int | None) -> dict[str, Any]:
+    """Rows of the Boxes table per outcome and per reject reason; every box exactly once
+    (``boxes_in`` None: detections, counted as their verdicts)."""
     rows = box_verdicts.groupBy("reason", "outcome").count().collect()
+    if boxes_in is None:
+        boxes_in = sum(row["count"] for row in rows)
     out = {"boxes_in": boxes_in, "outcomes": {}, "rejected": {}}
     for row in rows:
         if row["reason"] is None:
@@ -369,13 +512,16 @@ def execute(args: argparse.Namespace) -> int:
         return 2
     spark.sparkContext.setLogLevel("WARN")
     try:
-        report = run_pipeline(spark, cfg, args.input, args.output)
+        report = run_pipeline(spark, cfg, args.input, args.output, incremental=args.incremental)
     except (IngestError, DedupError, GroundError, DetectError, ScoreError, resources.ModelUnavailable) as exc:
         print(f"winnow: error: {exc}", file=sys.stderr)
         return 2
     except ConservationError as exc:
         print(f"winnow: conservation check failed, output not trusted: {exc}", file=sys.stderr)
         return 3
+    if report.get("new_dumps") == []:
+        print(f"nothing new: all {len(report['committed'])} dumps under {args.input} are committed in {args.output}")
+        return 0
     print(format_funnel(report))
     print(f"accepted: {args.output}/accepted/")
     print(f"rejected: {args.output}/rejected/")

@@ -100,7 +100,9 @@ def _dump_of(path: str) -> str | None:
     return unquote(parts[-1][len("dump=") :]) if parts else None
 
 
-def caption_ranges(spark: SparkSession, path: str, split_bytes: int) -> list[tuple[str, int, int, int, str | None]]:
+def caption_ranges(
+    spark: SparkSession, path: str | list[str], split_bytes: int
+) -> list[tuple[str, int, int, int, str | None]]:
     """(file, size, start, end, dump) for every byte range of every ``*.json`` under ``path``.
 
     Only the listing reaches the driver (binaryFile with its content column
@@ -143,21 +145,21 @@ def _range_reader(max_entry_bytes: int):
     return run
 
 
-def read_captions(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
+def read_captions(spark: SparkSession, path: str | list[str], cfg: IngestConfig) -> DataFrame:
     """One row per caption entry (or reading error) of the caption files: image_id, w, g, caption_error, dump."""
     ranges = caption_ranges(spark, path, cfg.taisu_split_bytes)
     frame = spark.createDataFrame(ranges, _RANGE)
     return frame.repartition(len(ranges)).mapInArrow(_range_reader(cfg.taisu_max_entry_bytes), _ENTRY)
 
 
-def read_taisu(spark: SparkSession, path: str, cfg: IngestConfig) -> DataFrame:
+def read_taisu(spark: SparkSession, path: str | list[str], cfg: IngestConfig, base: str | None = None) -> DataFrame:
     """TaiSu as rows for ``jobs.ingest.with_pair_columns``: taisu_id (the pair id), url, caption,
     caption_kind, image_id, dump, image_input and the ingest verdict (``_problem``, ``_problem_detail``)."""
     from jobs.ingest import read_webdataset  # jobs.ingest dispatches here
 
     dump_default = F.lit(cfg.dump)
     captions = read_captions(spark, path, cfg).withColumn("dump", F.coalesce("dump", dump_default))
-    tars = read_webdataset(spark, path, cfg)
+    tars = read_webdataset(spark, path, cfg, base)
     tar_dump = F.col("dump").cast("string") if "dump" in tars.columns else F.lit(None).cast("string")
     # A member's key keeps its folder inside the tar (webdataset style); the id is the base name.
     images = tars.select(

@@ -47,10 +47,12 @@ from pyspark.sql.types import (
     ArrayType,
     BinaryType,
     BooleanType,
+    DataType,
     DoubleType,
     FloatType,
     IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -210,9 +212,27 @@ def conform(df: DataFrame, schema: StructType) -> DataFrame:
     missing = [f.name for f in schema.fields if f.name not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} missing; have {df.columns}")
-    fixed = [col_ref(f.name).cast(f.dataType).alias(f.name) for f in schema.fields]
+    have = {f.name: f.dataType for f in df.schema.fields}
+    # A column read back from parquet (a stage checkpoint) has lost the nullability of its nested
+    # fields; Spark refuses that cast although the data fit, so such a column stays as it is.
+    fixed = [
+        col_ref(f.name) if _nullable(have[f.name]) == _nullable(f.dataType) else col_ref(f.name).cast(f.dataType)
+        for f in schema.fields
+    ]
+    fixed = [c.alias(f.name) for c, f in zip(fixed, schema.fields, strict=True)]
     names = set(schema.fieldNames())
     return df.select(*fixed, *[col_ref(c) for c in df.columns if c not in names])
+
+
+def _nullable(dtype: DataType) -> DataType:
+    """``dtype`` with every nested field, element and value nullable."""
+    if isinstance(dtype, StructType):
+        return StructType([StructField(f.name, _nullable(f.dataType), True) for f in dtype.fields])
+    if isinstance(dtype, ArrayType):
+        return ArrayType(_nullable(dtype.elementType), True)
+    if isinstance(dtype, MapType):
+        return MapType(_nullable(dtype.keyType), _nullable(dtype.valueType), True)
+    return dtype
 
 
 def col_ref(name: str) -> Column:

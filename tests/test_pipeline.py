@@ -246,7 +246,11 @@ def test_conservation_failure_exits_3_and_writes_nothing(spark, tmp_path, monkey
     out = tmp_path / "out"
     assert pipeline.main(["--input", str(write_list(tmp_path)), "--output", str(out), "--stages", "text"]) == 3
     assert "conservation check failed" in capsys.readouterr().err
-    assert not out.exists()
+    # No output part, no report; the ingest checkpoint is there, the text stage's is not marked complete.
+    assert sorted(p.name for p in out.iterdir()) == ["_checkpoints"]
+    markers = [p.name for p in (out / "_checkpoints" / "ingest" / "_markers").iterdir() if p.name[0] != "."]
+    assert markers == ["dump=default.json"]
+    assert not (out / "_checkpoints" / "text" / "_markers").exists()
 
 
 @pytest.mark.spark

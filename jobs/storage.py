@@ -1,0 +1,252 @@
+"""Files through Hadoop's FileSystem (local, HDFS, S3 alike) and the per-dump commit of the output.
+
+The commit protocol (README, "Incremental runs and restarts"): every run writes
+its parts (accepted, rejected, history, boxes) under ``<part>/_staging/<run>/``
+and its report under ``report/_staging/<run>/`` (Spark's file index skips
+``_`` folders, so readers never see them), then records an intent,
+``_commits/_pending-<run>.json``, listing what it staged. Only then, dump by
+dump, it drops the dump's marker ``_commits/dump=<name>.json``, swaps each
+part's ``dump=<name>/`` folder for the staged one (a rename, atomic on a
+local disk and HDFS) and writes the marker again. The next run first rolls
+any intent forward (every step is idempotent) and deletes staging that no
+intent names (a run killed before it finished writing). So a kill at any
+moment leaves either the old or the new version of each dump, and the next
+run completes the new one; a dump is committed when its marker exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("winnow")
+
+COMMITS = "_commits"
+STAGING = "_staging"
+PENDING = "_pending-"
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique across concurrent starts."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+class FileStore:
+    """The few file operations the driver needs, on any Hadoop file system."""
+
+    def __init__(self, spark: SparkSession):
+        sc = spark.sparkContext
+        self._jvm = sc._jvm
+        self._conf = sc._jsc.hadoopConfiguration()
+        self._utils = self._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils
+
+    def _fs(self, path: str):
+        p = self._jvm.org.apache.hadoop.fs.Path(path)
+        return p, p.getFileSystem(self._conf)
+
+    def exists(self, path: str) -> bool:
+        p, fs = self._fs(path)
+        return bool(fs.exists(p))
+
+    def delete(self, path: str) -> None:
+        p, fs = self._fs(path)
+        if fs.exists(p):
+            fs.delete(p, True)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move ``src`` to ``dst`` (which must not exist: Hadoop would move src *into* it)."""
+        s, fs = self._fs(src)
+        d, _ = self._fs(dst)
+        fs.mkdirs(d.getParent())
+        if not fs.rename(s, d):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def children(self, path: str) -> list[str]:
+        """Names directly under ``path`` ([] when it does not exist)."""
+        p, fs = self._fs(path)
+        if not fs.exists(p) or not fs.getFileStatus(p).isDirectory():
+            return []
+        return sorted(str(s.getPath().getName()) for s in fs.listStatus(p))
+
+    def files(self, path: str) -> list[tuple[str, int, int]]:
+        """(path, bytes, modification time in ms) of every file under ``path``, recursively."""
+        p, fs = self._fs(path)
+        if not fs.exists(p):
+            return []
+        out = []
+        found = fs.listFiles(p, True)
+        while found.hasNext():
+            status = found.next()
+            out.append((str(status.getPath().toString()), int(status.getLen()), int(status.getModificationTime())))
+        return sorted(out)
+
+    def read_text(self, path: str) -> str | None:
+        p, fs = self._fs(path)
+        if not fs.exists(p):
+            return None
+        stream = fs.open(p)
+        try:
+            reader = self._jvm.java.io.BufferedReader(self._jvm.java.io.InputStreamReader(stream, "UTF-8"))
+            lines = []
+            line = reader.readLine()
+            while line is not None:
+                lines.append(line)
+                line = reader.readLine()
+            return "\n".join(lines)
+        finally:
+            stream.close()
+
+    def write_text(self, path: str, text: str) -> None:
+        """Write ``text`` to a hidden sibling, then rename it over ``path``: never half a file."""
+        parent, name = path.rsplit("/", 1)
+        tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+        p, fs = self._fs(tmp)
+        out = fs.create(p, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        self.delete(path)
+        self.rename(tmp, path)
+
+    def partition_dir(self, dump: str | None) -> str:
+        """``dump=<name>`` as Spark's partitionBy names the folder (null: the default partition)."""
+        if dump is None:
+            return "dump=__HIVE_DEFAULT_PARTITION__"
+        return "dump=" + str(self._utils.escapePathName(dump))
+
+    def partition_value(self, folder: str) -> str | None:
+        """The dump a ``dump=...`` folder name holds."""
+        raw = folder[len("dump=") :]
+        return None if raw == "__HIVE_DEFAULT_PARTITION__" else str(self._utils.unescapePathName(raw))
+
+
+def swap_partition(store: FileStore, part: str, staging: str, folder: str, staged: bool) -> None:
+    """Make ``part/folder`` the staged version (or absent, when nothing was staged for it).
+
+    Idempotent: when the staged folder is gone it was moved in by an earlier attempt.
+    """
+    src, dst = f"{staging}/{folder}", f"{part}/{folder}"
+    if not staged:
+        store.delete(dst)
+        return
+    if not store.exists(src):
+        return
+    if store.exists(dst):
+        store.rename(dst, f"{staging}/_replaced/{folder}")
+    store.rename(src, dst)
+
+
+@dataclass
+class Committer:
+    """Stages a run's outputs and commits them dump by dump (see the module docstring)."""
+
+    store: FileStore
+    output: str
+    run_id: str
+
+    @property
+    def commits(self) -> str:
+        return f"{self.output}/{COMMITS}"
+
+    def staging(self, part_path: str) -> str:
+        return f"{part_path}/{STAGING}/{self.run_id}"
+
+    def committed(self) -> dict[str, dict[str, Any]]:
+        """The committed dumps and their markers."""
+        out = {}
+        for name in self.store.children(self.commits):
+            if name.startswith("dump=") and name.endswith(".json"):
+                text = self.store.read_text(f"{self.commits}/{name}")
+                if text:
+                    out[self.store.partition_value(name[: -len(".json")])] = json.loads(text)
+        return out
+
+    def recover(self, part_paths: list[str]) -> list[str]:
+        """Roll every recorded intent forward, then delete staging no intent names; what was done."""
+        done = []
+        for name in self.store.children(self.commits):
+            if name.startswith(PENDING) and name.endswith(".json"):
+                intent = json.loads(self.store.read_text(f"{self.commits}/{name}") or "{}")
+                if intent.get("run_id"):
+                    apply_intent(self.store, self.output, intent)
+                    done.append(f"finished the commit of run {intent['run_id']} ({len(intent['dumps'])} dumps)")
+                self.store.delete(f"{self.commits}/{name}")
+        for path in dict.fromkeys([*part_paths, f"{self.output}/report"]):
+            for run in self.store.children(f"{path}/{STAGING}"):
+                self.store.delete(f"{path}/{STAGING}/{run}")
+                done.append(f"deleted {path}/{STAGING}/{run} (a run that stopped before its commit)")
+        return done
+
+    def stage(self, part_path: str, frame: DataFrame) -> list[str]:
+        """Write ``frame`` partitioned by dump into the part's staging; the folders written."""
+        target = self.staging(part_path)
+        frame.write.mode("overwrite").partitionBy("dump").parquet(target)
+        return [f for f in self.store.children(target) if f.startswith("dump=")]
+
+    def stage_files(self, folder: str, files: dict[str, str]) -> None:
+        for name, text in files.items():
+            self.store.write_text(f"{self.staging(folder)}/{name}", text)
+
+    def commit(
+        self,
+        parts: dict[str, tuple[str, list[str]]],
+        dumps: dict[str, dict[str, Any]],
+        files: tuple[str, list[str]] | None = None,
+    ) -> None:
+        """Record the intent, then swap every dump in and mark it.
+
+        ``parts``: name -> (path, staged folders); ``dumps``: dump -> what its marker records;
+        ``files``: (folder, names) staged with ``stage_files``, moved in after the dumps.
+        """
+        intent = {
+            "run_id": self.run_id,
+            "parts": {name: {"path": path, "staged": staged} for name, (path, staged) in parts.items()},
+            "dumps": dumps,
+            "files": {"path": files[0], "names": files[1]} if files else None,
+        }
+        pending = f"{self.commits}/{PENDING}{self.run_id}.json"
+        self.store.write_text(pending, json.dumps(intent, indent=1, sort_keys=True) + "\n")
+        apply_intent(self.store, self.output, intent)
+        self.store.delete(pending)
+
+
+def apply_intent(store: FileStore, output: str, intent: dict[str, Any]) -> None:
+    """Carry out a recorded commit (safe to repeat after a kill at any step)."""
+    run_id = intent["run_id"]
+    commits = f"{output}/{COMMITS}"
+    parts = intent["parts"]
+    for dump in sorted(intent["dumps"]):
+        folder = store.partition_dir(dump)
+        marker = f"{commits}/{folder}.json"
+        current = json.loads(store.read_text(marker) or "{}")
+        if current.get("run_id") == run_id:
+            continue  # this dump was committed before the kill
+        store.delete(marker)
+        for part in parts.values():
+            staging = f"{part['path']}/{STAGING}/{run_id}"
+            swap_partition(store, part["path"], staging, folder, folder in part["staged"])
+        record = {"dump": dump, "run_id": run_id, "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        store.write_text(marker, json.dumps({**record, **intent["dumps"][dump]}, indent=1, sort_keys=True) + "\n")
+    # The folder of no dump (box verdicts without a pair: the null partition) belongs to the run.
+    no_dump = store.partition_dir(None)
+    for part in parts.values():
+        staging = f"{part['path']}/{STAGING}/{run_id}"
+        swap_partition(store, part["path"], staging, no_dump, no_dump in part["staged"])
+    files = intent.get("files")
+    if files:
+        staging = f"{files['path']}/{STAGING}/{run_id}"
+        for name in files["names"]:
+            if store.exists(f"{staging}/{name}"):
+                store.delete(f"{files['path']}/{name}")
+                store.rename(f"{staging}/{name}", f"{files['path']}/{name}")
+    for part in [*[p["path"] for p in parts.values()], *([files["path"]] if files else [])]:
+        store.delete(f"{part}/{STAGING}/{run_id}")
+        if not store.children(f"{part}/{STAGING}"):
+            store.delete(f"{part}/{STAGING}")
