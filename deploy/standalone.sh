@@ -8,17 +8,19 @@
 #   deploy/standalone.sh worker-start N  # start worker N again; returns once the master registered it
 #
 # worker-kill: an executor JVM watches the worker that launched it (Spark's WorkerWatcher) and
-# exits within a second once that worker's connection drops, so a running executor dies with its
-# worker, as on a lost machine; the master tells the driver, which logs "Lost executor N ... worker
-# lost" and reruns the tasks (and recomputes the cached blocks) it had on the other workers.
-# Measured here: an executor killed while running tasks exits 0.3 s after its worker. One caveat,
-# also measured: an executor still starting up (it connects to its worker ~10 s after launch on
-# this 2-core machine) misses the disconnect and lingers until its application ends; the driver has
-# dropped it by then, so it runs nothing. The command waits for the worker's executor JVMs and
-# prints one line each, "exited by itself after S s" or, after EXECUTOR_GRACE seconds (default 30),
-# "still alive ...: killed it". worker-start N brings the worker back (a new worker id, same work
-# dir) and returns once the master registered it, so a test can kill a worker and leave the
-# cluster usable for the next test without a restart (a start costs ~15-20 s).
+# exits once that worker's connection drops, so a running executor dies with its worker, as on a
+# lost machine; the master tells the driver, which logs "Lost executor N ... worker lost" and
+# reruns the tasks (and recomputes the cached blocks and shuffle output) it had on the other
+# workers. Measured here: an executor running tasks exits 0.1-0.4 s after its worker, its Python
+# workers with it. One caveat, also measured: an executor still starting up (it connects to its
+# worker ~10 s after launch on this 2-core machine) misses the disconnect and lingers until its
+# application ends, though the driver already counts it as lost. The command waits for
+# the worker's executor JVMs and prints one line each, "exited by itself after S s" or, after
+# EXECUTOR_GRACE seconds (default 30), "still alive ...: killed it". worker-start N brings the
+# worker back (a new worker id, same work dir) and returns once the master registered it, so a
+# test can kill a worker and leave the cluster usable for the next test without a restart (a
+# start costs ~15-20 s). stop waits for each JVM to go (a killed process nobody reaps, as under
+# this container's init, counts as gone).
 #
 # Then: deploy/submit.sh --master spark://127.0.0.1:7077 --conf spark.driver.host=127.0.0.1 -- --input ...
 #
@@ -103,7 +105,7 @@ stop)
     # spark-class execs java: the pid is the JVM; its executors are its children.
     pkill -TERM -P "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do alive "$pid" || break; sleep 0.5; done
     kill -KILL "$pid" 2>/dev/null || true
     rm -f "$pidfile"
   done
