@@ -242,7 +242,8 @@ def assert_same_output(spark, out: Path, clean: Reference) -> None:
 
 def test_worker_killed_mid_image_stage(spark, cluster, sample: Sample, clean: Reference, tmp_path):
     """SIGKILL worker 1 while the image stage fetches: its executor dies with it, Spark reruns the
-    lost tasks (and recomputes the blocks the executor cached) on worker 2, the output is the same."""
+    lost task (and recomputes the shuffle output the executor held) on worker 2, the job finishes
+    by itself and the output is the clean one."""
     server, total = sample.server, len(clean.urls)
     server.reset(delay=SLOW)
     out = tmp_path / "out"
@@ -265,7 +266,7 @@ def test_worker_killed_mid_image_stage(spark, cluster, sample: Sample, clean: Re
         time.monotonic() - started, server.requests.total(), len(server.requests),
     )  # fmt: skip
     assert code == 0, driver_log[-3000:]
-    # The worker's executor was running tasks and exited by itself once its worker was gone.
+    # The worker's executor exited by itself once its worker was gone (Spark's WorkerWatcher).
     assert "exited by itself" in killed and "killed it" not in killed, killed
     # The kill fell inside the image stage: some images fetched, not all.
     assert 0 < served_at_kill < total, (served_at_kill, total)
@@ -276,53 +277,60 @@ def test_worker_killed_mid_image_stage(spark, cluster, sample: Sample, clean: Re
     assert_same_output(spark, out, clean)
 
 
-def test_driver_killed_mid_image_stage_then_rerun(spark, cluster, sample: Sample, clean: Reference, tmp_path):
-    """SIGKILL spark-submit and the Python driver while the image stage fetches (nothing written
-    yet); running the same command again gives the clean output."""
-    server, total = sample.server, len(clean.urls)
-    server.reset(delay=SLOW)
-    out = tmp_path / "out"
-    started = time.monotonic()
-    with submitted(cluster, sample, out) as proc:
-        wait_until("a quarter of the images were served", lambda: server.served >= total // 4, proc)
-        kill_group(proc)
-        served_at_kill = server.served
-    log.info(
-        "first image at %.0f s, driver killed at %.0f s after %d of %d images",
-        server.first_request - started, time.monotonic() - started, served_at_kill, total,
-    )  # fmt: skip
-    assert 0 < served_at_kill < total, (served_at_kill, total)
-    assert not (out / "report" / "funnel.json").exists()
-    assert not list(out.glob("accepted/dump=*")), "the killed run wrote accepted rows"
-    server.reset(delay=0.0)
-    run_to_completion(cluster, sample, out)
-    assert_same_output(spark, out, clean)
-    assert_clean_output_folder(spark, out, sample.dumps)
-
-
 def staged_parts(out: Path) -> list[Path]:
     """Parquet part files the writer has put under OUTPUT/accepted/_staging (the per-dump commit
     writes there first, then renames each dump into place)."""
     return list((out / "accepted" / "_staging").rglob("part-*.parquet"))
 
 
-def test_driver_killed_while_writing_then_rerun(spark, cluster, sample: Sample, clean: Reference, tmp_path):
-    """SIGKILL spark-submit and the Python driver once the writer has staged accepted rows; the
-    re-run rolls the interrupted commit forward or redoes it, and the output is the clean one:
-    no row twice, none lost, nothing half-written left behind."""
-    sample.server.reset(delay=0.0)
+def committed_markers(out: Path) -> set[str]:
+    return {p.name for p in (out / "_commits").glob("dump=*.json")}
+
+
+def test_driver_killed_mid_image_stage_then_while_writing(spark, cluster, sample: Sample, clean: Reference, tmp_path):
+    """SIGKILL spark-submit and the Python driver twice over one OUTPUT: first while the image stage
+    fetches (nothing written yet), then, in the re-run, once the writer has staged accepted rows.
+    A third run of the same command completes, and its output is the clean one: no row twice, none
+    lost, nothing half-written left behind, every dump committed once.
+
+    One chain instead of two kill-and-rerun tests: the run killed while writing is the re-run of
+    the one killed mid-stage, so it also has to cope with what that one left (a complete text
+    checkpoint, a half-written image checkpoint), and the module saves a cluster run (~1-2 min).
+    """
+    server, total = sample.server, len(clean.urls)
     out = tmp_path / "out"
+
+    # 1. Killed in the middle of the image stage: some images fetched, not all, nothing visible.
+    server.reset(delay=SLOW)
+    started = time.monotonic()
+    with submitted(cluster, sample, out) as proc:
+        wait_until("a quarter of the images were served", lambda: server.served >= total // 4, proc)
+        kill_group(proc)
+        served_at_kill = server.served
+    log.info(
+        "run 1: first image at %.0f s, driver killed at %.0f s after %d of %d images",
+        server.first_request - started, time.monotonic() - started, served_at_kill, total,
+    )  # fmt: skip
+    assert 0 < served_at_kill < total, (served_at_kill, total)
+    assert not (out / "report" / "funnel.json").exists()
+    assert not list(out.glob("*/dump=*")) and not committed_markers(out), "the run killed mid-stage wrote output"
+
+    # 2. The re-run, killed once the writer has staged accepted rows: the kill left the output
+    # partial (staging, no commit), and none of it is visible to a reader.
+    server.reset(delay=0.0)
     started = time.monotonic()
     with submitted(cluster, sample, out) as proc:
         wait_until("the writer staged accepted rows", lambda: bool(staged_parts(out)), proc)
         kill_group(proc)
-    committed = {p.name for p in (out / "_commits").glob("dump=*.json")}
-    staging = [p for p in out.rglob("_staging") if any(p.iterdir())]
+    staged, committed = staged_parts(out), committed_markers(out)
     log.info(
-        "driver killed while writing at %.0f s: %d part files staged, markers %s",
-        time.monotonic() - started, len(list(out.rglob("_staging/**/part-*.parquet"))), sorted(committed),
+        "run 2: driver killed while writing at %.0f s: %d part files staged, markers %s",
+        time.monotonic() - started, len(staged), sorted(committed),
     )  # fmt: skip
-    assert staging or committed != {f"dump={d}.json" for d in sample.dumps}, "the kill came after the commit"
+    assert staged and committed != {f"dump={d}.json" for d in sample.dumps}, "the kill came after the commit"
+    assert not list(out.glob("accepted/dump=*")), "rows of an uncommitted run are visible in accepted/"
+
+    # 3. The same command to completion.
     run_to_completion(cluster, sample, out)
     assert_same_output(spark, out, clean)
     assert_clean_output_folder(spark, out, sample.dumps)
