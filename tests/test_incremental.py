@@ -256,3 +256,17 @@ def test_a_run_killed_before_its_intent_leaves_the_old_output_and_no_staging(spa
     assert len(rows(spark, out / "accepted")) == 20
     assert not [f for f in visible_files(out) if "_staging" in f]
     shutil.rmtree(out)
+
+
+def test_a_dump_re_run_without_dedup_loses_its_old_history(spark, tmp_path, dumps):
+    """Each part is committed per dump even when the run does not write it: the history (what later
+    dumps dedup against) must describe the dump's current output, not an older run's."""
+    first, _ = dumps
+    crawl = tmp_path / "crawl"
+    write_dump(crawl, "d1", first)
+    out = tmp_path / "out"
+    assert pipeline.main(["--input", str(crawl), "--output", str(out), *ARGS]) == 0
+    assert len(rows(spark, out / "history" / "dump=d1")) == 30
+    assert pipeline.main(["--input", str(crawl), "--output", str(out), "--stages", "text"]) == 0
+    assert not (out / "history" / "dump=d1").exists()
+    assert len(rows(spark, out / "accepted")) == 30
