@@ -186,10 +186,11 @@ class Killed(BaseException):
     """Stands in for a SIGKILL: nothing after the raise runs, no handler catches it."""
 
 
-@pytest.mark.parametrize("after", [0, 4, 7])
+@pytest.mark.parametrize("after", [0, 5, 10])
 def test_a_run_killed_during_its_commit_is_completed_by_the_next(spark, tmp_path, dumps, monkeypatch, after):
-    """Kill the run after ``after`` folder swaps of its commit (3 parts x 2 dumps, then the report);
-    the next run over the same input finishes that commit and gives the clean run's output."""
+    """Kill the run after ``after`` folder swaps of its commit (4 parts x 2 dumps, the parts' null
+    partitions, then the report); the next run over the same input finishes that commit and gives
+    the clean run's output."""
     first, second = dumps
     crawl = tmp_path / "crawl"
     write_dump(crawl, "d1", first)
@@ -212,7 +213,7 @@ def test_a_run_killed_during_its_commit_is_completed_by_the_next(spark, tmp_path
         pipeline.main(["--input", str(crawl), "--output", str(out), *ARGS])
     monkeypatch.undo()
     assert list((out / "_commits").glob("_pending-*.json")), "the kill came before the intent was written"
-    assert len(list((out / "_commits").glob("dump=*.json"))) == min(after // 3, 2)
+    assert len(list((out / "_commits").glob("dump=*.json"))) == min(after // 4, 2)
 
     assert pipeline.main(["--input", str(crawl), "--output", str(out), *ARGS]) == 0
     for part in ("accepted", "rejected", "history"):
