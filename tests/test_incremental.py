@@ -53,6 +53,13 @@ def write_dump(root: Path, dump: str, rows: list[dict]) -> None:
     pq.write_table(pa.Table.from_pylist(rows), folder / "part-0.parquet")
 
 
+def write_crawl(root: Path, *dumps: list[dict]) -> Path:
+    """``root`` with ``dump=d1/``, ``dump=d2/``, ... holding ``dumps`` in order."""
+    for n, rows in enumerate(dumps, 1):
+        write_dump(root, f"d{n}", rows)
+    return root
+
+
 @pytest.fixture
 def dumps(tmp_path):
     """(dump 1 rows, dump 2 rows): dump 2 repeats 5 of dump 1's pairs at other URLs."""
@@ -78,9 +85,7 @@ def visible_files(out: Path) -> list[str]:
 def test_two_dumps_in_two_runs_equal_one_run_and_a_third_run_does_nothing(spark, tmp_path, dumps, capsys):
     first, second = dumps
     # One run over both dumps.
-    both = tmp_path / "both"
-    write_dump(both, "d1", first)
-    write_dump(both, "d2", second)
+    both = write_crawl(tmp_path / "both", first, second)
     once = tmp_path / "once"
     assert pipeline.main(["--input", str(both), "--output", str(once), *ARGS]) == 0
 
@@ -152,9 +157,7 @@ def run_counting(monkeypatch, input_path: Path, out: Path, *extra: str) -> dict[
 
 def test_checkpoints_resume_and_a_config_or_code_change_invalidates_its_stage(spark, tmp_path, dumps, monkeypatch):
     first, second = dumps
-    crawl = tmp_path / "crawl"
-    write_dump(crawl, "d1", first)
-    write_dump(crawl, "d2", second)
+    crawl = write_crawl(tmp_path / "crawl", first, second)
     out = tmp_path / "out"
     keep = ("--set", "run.keep_checkpoints=true")
     assert run_counting(monkeypatch, crawl, out, *keep) == {"ingest": 1, "text": 1, "dedup": 1}
@@ -192,9 +195,7 @@ def test_a_run_killed_during_its_commit_is_completed_by_the_next(spark, tmp_path
     partitions, then the report); the next run over the same input finishes that commit and gives
     the clean run's output."""
     first, second = dumps
-    crawl = tmp_path / "crawl"
-    write_dump(crawl, "d1", first)
-    write_dump(crawl, "d2", second)
+    crawl = write_crawl(tmp_path / "crawl", first, second)
     clean = tmp_path / "clean"
     assert pipeline.main(["--input", str(crawl), "--output", str(clean), *ARGS]) == 0
 
