@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,32 +16,6 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.spark
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """(master URL, its folder): a master and two 1-core workers on 127.0.0.1, stopped after the module."""
-    folder = tmp_path_factory.mktemp("standalone")
-    env = {
-        **os.environ,
-        "PYTHON": sys.executable,
-        "STANDALONE_DIR": str(folder),
-        "MASTER_PORT": str(free_port()),
-        "WORKER_MEMORY": "1g",
-    }
-    script = str(REPO / "deploy" / "standalone.sh")
-    started = subprocess.run([script, "start"], capture_output=True, text=True, env=env, timeout=180)
-    assert started.returncode == 0, started.stderr[-3000:]
-    try:
-        yield started.stdout.strip().splitlines()[-1], folder
-    finally:
-        subprocess.run([script, "stop"], env=env, timeout=60, check=False)
-
-
 def read_funnel(out: Path) -> dict:
     return json.loads((out / "report" / "funnel.json").read_text())
 
@@ -50,8 +23,9 @@ def read_funnel(out: Path) -> dict:
 def test_standalone_cluster_output_equals_local_mode(spark, cluster, tmp_path):
     from jobs.sample import serve_images, write_sample
 
-    master, folder = cluster
+    master, folder = cluster.master, cluster.folder
     assert master.startswith("spark://127.0.0.1:")
+    earlier_logs = set(folder.glob("work-*/app-*/*/stderr"))  # the cluster is shared with other tests
     with serve_images(tmp_path / "images") as base_url:
         sample = write_sample(tmp_path / "in", n=200, seed=5, images=tmp_path / "images", base_url=base_url)
         allow = ["--allow-network", "127.0.0.1/32"]
@@ -74,5 +48,5 @@ def test_standalone_cluster_output_equals_local_mode(spark, cluster, tmp_path):
         b = sorted(map(repr, spark.read.parquet(str(submitted / part)).collect()))
         assert a == b and len(a) > 0
     # the executors ran on the workers, not in the driver
-    logs = list(folder.glob("work-*/app-*/*/stderr"))
+    logs = set(folder.glob("work-*/app-*/*/stderr")) - earlier_logs
     assert logs, "no executor ran on the standalone workers"
