@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-text bench-image bench-dedup bench-ground bench-score clean
+.PHONY: venv demo test lint bench bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline clean
 
 venv: $(STAMP)
 
@@ -28,7 +28,7 @@ lint: venv
 	$(VENV)/bin/ruff check jobs udfs schemas tests bench
 	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
 
-bench: bench-text bench-image bench-dedup bench-ground bench-score
+bench: bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline
 
 bench-text: venv
 	$(PY) bench/bench_text.py
@@ -51,6 +51,10 @@ bench-ground: venv
 # Images and ONNX models (built with onnx, a dev dependency) cached under build/bench-score.
 bench-score: venv
 	$(PY) bench/bench_score.py
+
+# The pipeline with and without stage checkpoints, and a resume (two dumps of the real captions).
+bench-pipeline: venv
+	$(PY) bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) demo-output spark-warehouse

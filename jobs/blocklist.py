@@ -69,6 +69,7 @@ from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 from jobs import __version__
 from jobs.session import JavaMissing, get_spark, session_conf
 from jobs.stage import ConservationError
+from jobs.storage import FileStore
 from schemas import reasons
 from schemas.tables import col_ref
 from udfs.image import ImageRules, inspect_image
@@ -426,18 +427,6 @@ def distinct_hashes(verdicts: DataFrame) -> DataFrame:
 # --- the job: count, write, manifest -------------------------------------------------------------------------------
 
 
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    """A small text file through Hadoop's FileSystem (local, HDFS, S3 alike)."""
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-
-
 def name_folder(output: str, name: str) -> str:
     # --name allows no character Spark escapes in a partition folder name.
     return f"{output.rstrip('/')}/name={name}"
@@ -542,7 +531,7 @@ def build_blocklist(
                 )
     if not distinct:
         log.warning("blocklist %s has no hash: every %s was rejected", name, data.unit[:-1])
-    _write_text(spark, f"{name_folder(output, name)}/{MANIFEST}", json.dumps(manifest, indent=2) + "\n")
+    FileStore(spark).write_text(f"{name_folder(output, name)}/{MANIFEST}", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -34,6 +34,7 @@ rejected.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -182,8 +183,9 @@ class Run:
         """The stage's annotated frame and its checked counts (``rows_in`` None: ingest, whose
         rows in are its rows): from its checkpoint when the fingerprint matches, else computed
         and checkpointed (or persisted). The checkpoint is marked complete after the check."""
-        sections = {s: getattr(self.cfg, s) for s in STAGE_CONFIG.get(name, ("ingest",))}
-        self.fingerprint = fingerprint(name, code_version(), self.fingerprint, sections, extra)
+        sections = {s: dataclasses.asdict(getattr(self.cfg, s)) for s in STAGE_CONFIG.get(name, ("ingest",))}
+        files = self.referenced_files(sections)
+        self.fingerprint = fingerprint(name, code_version(), self.fingerprint, sections, files, extra)
         with session_conf(self.spark, conf or {}):
             if self.checkpoints is None:
                 frame = compute().persist(StorageLevel.MEMORY_AND_DISK)
@@ -198,6 +200,20 @@ class Run:
             counts = count_stage(name, frame.count() if rows_in is None else rows_in, frame)
             self.checkpoints.mark(name, self.fingerprint, self.dumps, computed.schema)
             return frame, counts
+
+    def referenced_files(self, sections: dict[str, dict[str, Any]]) -> dict[str, list]:
+        """The files the stage's config names (models, word lists, blocklists, the Boxes table):
+        path, size, time of each, so a file replaced under the same name is a change."""
+        out = {}
+        for table in sections.values():
+            for value in table.values():
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, str) and item and ("://" in item or os.path.exists(item)):
+                        try:
+                            out[item] = self.store.files(item)
+                        except Exception:  # a value that merely looks like a URI (Hadoop cannot parse it)
+                            continue
+        return out
 
 
 def input_listing(store: FileStore, input_path: str, folders: list[str] | None) -> list[tuple[str, int, int]]:
@@ -222,11 +238,10 @@ def run_pipeline(
     dedup = "dedup" in cfg.run.stages
     ground = "ground" in cfg.run.stages
     history_path = (cfg.dedup.history_path or f"{output}/history") if dedup and cfg.dedup.history else None
-    part_paths = {"accepted": f"{output}/accepted", "rejected": f"{output}/rejected"}
-    if history_path:
-        part_paths["history"] = history_path
-    if ground:
-        part_paths["boxes"] = f"{output}/boxes"
+    # Every part is committed per dump, also one this run does not write: a dump re-run without
+    # the dedup (or ground) stage must not keep the history (or box verdicts) of its old output.
+    part_paths = {p: f"{output}/{p}" for p in PARTS}
+    part_paths["history"] = history_path or cfg.dedup.history_path or f"{output}/history"
 
     folders = None
     if incremental:
@@ -235,7 +250,7 @@ def run_pipeline(
             raise IngestError(f"--incremental needs dump=<name>/ folders directly under {input_path}")
     # A commit a killed run recorded is finished first; staging no commit names is deleted.
     sc.setJobDescription("commit: finish or clean up an interrupted run")
-    for line in run.committer.recover(list(part_paths.values()) + [f"{output}/{p}" for p in PARTS]):
+    for line in run.committer.recover(list(part_paths.values())):
         log.info("recovery: %s", line)
     if run.checkpoints is not None:
         run.checkpoints.clean_staging()
@@ -334,10 +349,11 @@ def run_pipeline(
         # Only committed dumps count as history, and never the run's own (a re-run changes nothing).
         earlier = None if cfg.dedup.history_path else sorted(set(committed) - set(run.dumps))
         history = read_history(spark, history_path, set(run.dumps), earlier) if history_path else None
-        state = {
-            "history": [(d, committed[d].get("run_id")) for d in earlier] if earlier is not None else history_path,
-            "blocklists": [store.files(p) for p in cfg.dedup.blocklists],
-        }
+        if earlier is not None:
+            state = [(d, committed[d].get("run_id")) for d in earlier]
+        else:  # a shared history: its files, but for the run's own dumps (this run rewrites them)
+            own = tuple(f"/{store.partition_dir(d)}/" for d in run.dumps)
+            state = [f for f in store.files(history_path) if not any(o in f[0] for o in own) and "/_" not in f[0]]
         annotated, counts = run.stage(
             "dedup", state, lambda: with_dedup_verdicts(current, cfg.dedup, blocklist, history), dedup_in
         )
@@ -375,8 +391,7 @@ def run_pipeline(
             return with_ground_verdicts(pairs, found, cfg.ground)[0]
 
         ground_in = funnel[-1].accepted
-        listing = store.files(cfg.ground.boxes) if cfg.ground.boxes else None
-        annotated, counts = run.stage("ground", listing, grounded, ground_in)
+        annotated, counts = run.stage("ground", None, grounded, ground_in)
         cached.append(annotated)
         funnel.append(counts)
         current, rejected = split_ground(annotated, pairs.columns)
@@ -391,9 +406,8 @@ def run_pipeline(
 
     sc.setJobDescription("write: accepted and rejected parquet (staged, committed per dump)")
     committer = run.committer
-    staged = {
-        "accepted": (part_paths["accepted"], committer.stage(part_paths["accepted"], current)),
-    }
+    staged: dict[str, tuple[str, list[str]]] = {name: (path, []) for name, path in part_paths.items()}
+    staged["accepted"] = (part_paths["accepted"], committer.stage(part_paths["accepted"], current))
     all_rejected: DataFrame = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), rejected_parts)
     staged["rejected"] = (part_paths["rejected"], committer.stage(part_paths["rejected"], all_rejected))
     if history_path:

@@ -53,6 +53,13 @@ def write_dump(root: Path, dump: str, rows: list[dict]) -> None:
     pq.write_table(pa.Table.from_pylist(rows), folder / "part-0.parquet")
 
 
+def write_crawl(root: Path, *dumps: list[dict]) -> Path:
+    """``root`` with ``dump=d1/``, ``dump=d2/``, ... holding ``dumps`` in order."""
+    for n, rows in enumerate(dumps, 1):
+        write_dump(root, f"d{n}", rows)
+    return root
+
+
 @pytest.fixture
 def dumps(tmp_path):
     """(dump 1 rows, dump 2 rows): dump 2 repeats 5 of dump 1's pairs at other URLs."""
@@ -78,9 +85,7 @@ def visible_files(out: Path) -> list[str]:
 def test_two_dumps_in_two_runs_equal_one_run_and_a_third_run_does_nothing(spark, tmp_path, dumps, capsys):
     first, second = dumps
     # One run over both dumps.
-    both = tmp_path / "both"
-    write_dump(both, "d1", first)
-    write_dump(both, "d2", second)
+    both = write_crawl(tmp_path / "both", first, second)
     once = tmp_path / "once"
     assert pipeline.main(["--input", str(both), "--output", str(once), *ARGS]) == 0
 
@@ -152,9 +157,7 @@ def run_counting(monkeypatch, input_path: Path, out: Path, *extra: str) -> dict[
 
 def test_checkpoints_resume_and_a_config_or_code_change_invalidates_its_stage(spark, tmp_path, dumps, monkeypatch):
     first, second = dumps
-    crawl = tmp_path / "crawl"
-    write_dump(crawl, "d1", first)
-    write_dump(crawl, "d2", second)
+    crawl = write_crawl(tmp_path / "crawl", first, second)
     out = tmp_path / "out"
     keep = ("--set", "run.keep_checkpoints=true")
     assert run_counting(monkeypatch, crawl, out, *keep) == {"ingest": 1, "text": 1, "dedup": 1}
@@ -186,14 +189,13 @@ class Killed(BaseException):
     """Stands in for a SIGKILL: nothing after the raise runs, no handler catches it."""
 
 
-@pytest.mark.parametrize("after", [0, 4, 7])
+@pytest.mark.parametrize("after", [0, 5, 10])
 def test_a_run_killed_during_its_commit_is_completed_by_the_next(spark, tmp_path, dumps, monkeypatch, after):
-    """Kill the run after ``after`` folder swaps of its commit (3 parts x 2 dumps, then the report);
-    the next run over the same input finishes that commit and gives the clean run's output."""
+    """Kill the run after ``after`` folder swaps of its commit (4 parts x 2 dumps, the parts' null
+    partitions, then the report); the next run over the same input finishes that commit and gives
+    the clean run's output."""
     first, second = dumps
-    crawl = tmp_path / "crawl"
-    write_dump(crawl, "d1", first)
-    write_dump(crawl, "d2", second)
+    crawl = write_crawl(tmp_path / "crawl", first, second)
     clean = tmp_path / "clean"
     assert pipeline.main(["--input", str(crawl), "--output", str(clean), *ARGS]) == 0
 
@@ -212,7 +214,7 @@ def test_a_run_killed_during_its_commit_is_completed_by_the_next(spark, tmp_path
         pipeline.main(["--input", str(crawl), "--output", str(out), *ARGS])
     monkeypatch.undo()
     assert list((out / "_commits").glob("_pending-*.json")), "the kill came before the intent was written"
-    assert len(list((out / "_commits").glob("dump=*.json"))) == min(after // 3, 2)
+    assert len(list((out / "_commits").glob("dump=*.json"))) == min(after // 4, 2)
 
     assert pipeline.main(["--input", str(crawl), "--output", str(out), *ARGS]) == 0
     for part in ("accepted", "rejected", "history"):
@@ -256,3 +258,17 @@ def test_a_run_killed_before_its_intent_leaves_the_old_output_and_no_staging(spa
     assert len(rows(spark, out / "accepted")) == 20
     assert not [f for f in visible_files(out) if "_staging" in f]
     shutil.rmtree(out)
+
+
+def test_a_dump_re_run_without_dedup_loses_its_old_history(spark, tmp_path, dumps):
+    """Each part is committed per dump even when the run does not write it: the history (what later
+    dumps dedup against) must describe the dump's current output, not an older run's."""
+    first, _ = dumps
+    crawl = tmp_path / "crawl"
+    write_dump(crawl, "d1", first)
+    out = tmp_path / "out"
+    assert pipeline.main(["--input", str(crawl), "--output", str(out), *ARGS]) == 0
+    assert len(rows(spark, out / "history" / "dump=d1")) == 30
+    assert pipeline.main(["--input", str(crawl), "--output", str(out), "--stages", "text"]) == 0
+    assert not (out / "history" / "dump=d1").exists()
+    assert len(rows(spark, out / "accepted")) == 30

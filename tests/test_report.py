@@ -353,18 +353,22 @@ def test_text_run_report_matches_funnel_and_parquet(spark, tmp_path, monkeypatch
     assert HOSTILE in "".join(parsed.text)
     assert "a\\u0000b" in "".join(parsed.text)
 
-    # the statistics read the persisted stage frames only: no source scan, no Python UDF again
+    # the statistics read the stored stage frames only (the stage checkpoints): no source scan,
+    # no Python UDF again
     def nodes(plan):
         yield plan
         for i in range(plan.children().size()):
             yield from nodes(plan.children().apply(i))
 
     assert len(plans) == 2
+    roots = set()
     for plan in plans:
         found = list(nodes(plan))
-        leaves = {n.nodeName() for n in found if n.children().size() == 0}
-        assert leaves == {"InMemoryRelation"}, leaves
+        leaves = [n for n in found if n.children().size() == 0]
+        assert {n.nodeName() for n in leaves} == {"LogicalRelation"}
+        roots |= {str(n.relation().location().rootPaths().head()) for n in leaves}
         assert not [n for n in found if re.search(r"(?i)python|pandas|arrow", n.simpleString(1000))]
+    assert {re.sub(r".*/_checkpoints/", "", r) for r in roots} == {"ingest", "text"}, roots
 
     # every job of the run has a description, the statistics their own
     descriptions = job_descriptions(spark, first_job)
