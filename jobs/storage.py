@@ -172,6 +172,9 @@ class Committer:
         """Roll every recorded intent forward, then delete staging no intent names; what was done."""
         done = []
         for name in self.store.children(self.commits):
+            if name.startswith(".") and name.endswith(".tmp"):
+                self.store.delete(f"{self.commits}/{name}")  # a marker write killed before its rename
+                done.append(f"deleted {self.commits}/{name} (half a marker)")
             if name.startswith(PENDING) and name.endswith(".json"):
                 intent = json.loads(self.store.read_text(f"{self.commits}/{name}") or "{}")
                 if intent.get("run_id"):
