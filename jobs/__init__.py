@@ -1,3 +1,5 @@
-"""winnow's stages (DataFrame -> (accepted, rejected)) and the pipeline driver."""
+"""winnow's stages (DataFrame -> (accepted, rejected)), the pipeline driver and the commands."""
 
-__version__ = "0.1.0"
+from schemas import __version__
+
+__all__ = ["__version__"]

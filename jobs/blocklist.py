@@ -23,9 +23,10 @@ k of a blocklist hash. Users build one blocklist per evaluation set
   column, ``image-parquet`` when it has an image column, ``files`` when the
   path holds no parquet file at all.
 
-The pHash is the image stage's: ``udfs.image.inspect_image`` with every COYO
-threshold off (any size, any aspect ratio) but the pixel limit kept, so a
-decompression bomb is refused from its header (``image-too-many-pixels``)
+The pHash is the image stage's: ``udfs.image.phash_verdict``, which is
+``inspect_image`` with every COYO threshold off (any size, any aspect ratio)
+but the pixel limit kept, so a decompression bomb is refused from its header
+(``image-too-many-pixels``)
 and every hash equals ``str(imagehash.phash(Image.open(...)))``, as the
 pairs' ``image_phash`` does. Images are hashed on the executors in a
 ``mapInArrow``, a few rows per Arrow batch; no image bytes reach the driver.
@@ -67,12 +68,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from jobs import __version__
-from jobs.session import JavaMissing, get_spark, session_conf
-from jobs.stage import ConservationError
+from jobs.errors import EXIT_CODES, ConservationError, WinnowError, run_command
+from jobs.session import get_spark, session_conf
 from jobs.storage import FileStore
 from schemas import reasons
 from schemas.tables import col_ref
-from udfs.image import ImageRules, inspect_image
+from udfs.image import BLOCKLIST_RULES, phash_verdict
 
 log = logging.getLogger("winnow")
 
@@ -91,17 +92,6 @@ SKIPPED_EMPTY = "empty-file"
 # Rows per Arrow batch into the hashing function: each row carries a whole image.
 BATCH_ROWS = 16
 
-# A blocklist wants every image of the evaluation set, so every COYO threshold is off; the pixel
-# limit stays (the image stage's default), so a decompression bomb costs a header read, not memory.
-RULES = ImageRules(min_bytes=0, max_aspect_ratio=1e9, min_side=1, phash="exact")
-
-# A pHash column value that is not exactly 16 hex digits: the code the dedup stage gives a pair
-# whose own pHash is not usable (schemas.reasons.PHASH_INVALID), spelled out here so this job
-# does not depend on the dedup stage's codes.
-INVALID_PHASH = "phash-invalid"
-# Always in the manifest, with 0 when none; any other code that occurs is added.
-REPORTED_REASONS = (reasons.UNDECODABLE, reasons.TOO_MANY_PIXELS, INVALID_PHASH, reasons.IMAGE_MISSING)
-
 # Every input row (or file) once; image_phash is null when reason is set.
 VERDICT = StructType(
     [
@@ -112,16 +102,9 @@ VERDICT = StructType(
     ]
 )
 VERDICT_ARROW = pa.schema([(f.name, pa.string()) for f in VERDICT.fields])
-# What OUTPUT/name=<NAME>/ holds (the name is the partition folder).
-BLOCKLIST = StructType(
-    [
-        StructField("image_phash", StringType(), True),
-        StructField("source", StringType(), True),
-    ]
-)
 
 
-class BlocklistError(ValueError):
+class BlocklistError(WinnowError):
     """The blocklist cannot be built as asked; the message names the option to change."""
 
 
@@ -141,19 +124,6 @@ class BlocklistInput:
 
 
 # --- hashing: pure Python, run on the executors --------------------------------------------------------------------
-
-
-def phash_verdict(data: bytes | None) -> tuple[str | None, str | None, str | None]:
-    """``(image_phash, reason, detail)`` of one image's bytes; exactly one of hash and reason is set."""
-    if data is None:
-        return None, reasons.IMAGE_MISSING, "the row has no image bytes"
-    try:
-        verdict = inspect_image(data, RULES)
-    except Exception as exc:  # inspect_image does not raise; a bug must cost one row, not the job
-        return None, reasons.IMAGE_ERROR, f"{type(exc).__name__}: {exc}"[:500]
-    if verdict.reason is not None:
-        return None, verdict.reason, verdict.detail
-    return verdict.image_phash, None, None
 
 
 def phash_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -374,7 +344,7 @@ def with_phash_verdicts(data: BlocklistInput) -> DataFrame:
         return frame.select(
             _row_source(frame).alias("source"),
             F.when(valid, F.lower(value)).alias("image_phash"),
-            F.when(~valid, F.lit(INVALID_PHASH)).alias("reason"),
+            F.when(~valid, F.lit(reasons.PHASH_INVALID)).alias("reason"),
             F.when(~valid, F.concat(F.lit(f"{data.column} = "), shown, F.lit(": not 16 hex digits"))).alias("detail"),
         )
     if data.kind == "files":
@@ -432,6 +402,18 @@ def name_folder(output: str, name: str) -> str:
     return f"{output.rstrip('/')}/name={name}"
 
 
+def write_hashes(verdicts: DataFrame, output: str, name: str, empty: bool) -> None:
+    """Replace ``OUTPUT/name=<name>/`` by the distinct hashes of ``verdicts`` (other names stay)."""
+    # Sorted by the partition column first, so the writer keeps this order within each file.
+    hashes = distinct_hashes(verdicts).sortWithinPartitions("name", "image_phash")
+    if empty:
+        # No partition to write would leave the previous run's hashes: replace them by an empty file.
+        hashes.drop("name").write.mode("overwrite").parquet(name_folder(output, name))
+    else:
+        # Dynamic overwrite: only name=<name> is replaced, other blocklists in OUTPUT stay.
+        hashes.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy("name").parquet(output)
+
+
 def build_blocklist(
     spark: SparkSession,
     path: str,
@@ -470,7 +452,7 @@ def build_blocklist(
             )
             hashed = sum(r["n"] for r in groups if r["reason"] is None)
             distinct = sum(r["distinct"] for r in groups if r["reason"] is None)
-            rejected = {code: 0 for code in REPORTED_REASONS}
+            rejected = {code: 0 for code in reasons.BLOCKLIST_REASONS}
             rejected.update({r["reason"]: r["n"] for r in groups if r["reason"] is not None})
             if hashed + sum(rejected.values()) != read:
                 raise ConservationError(
@@ -482,16 +464,7 @@ def build_blocklist(
                 examples.setdefault(r["reason"], []).append({"source": r["source"], "detail": r["detail"]})
 
             sc.setJobDescription(f"blocklist {name}: write {name_folder(output, name)}")
-            # Sorted by the partition column first, so the writer keeps this order within each file.
-            hashes = distinct_hashes(verdicts).sortWithinPartitions("name", "image_phash")
-            if distinct:
-                # Dynamic overwrite: only name=<name> is replaced, other blocklists in OUTPUT stay.
-                hashes.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy("name").parquet(
-                    output
-                )
-            else:
-                # No partition to write would leave the previous run's hashes: replace them by an empty file.
-                hashes.drop("name").write.mode("overwrite").parquet(name_folder(output, name))
+            write_hashes(verdicts, output, name, empty=not distinct)
         finally:
             verdicts.unpersist()
 
@@ -511,7 +484,7 @@ def build_blocklist(
         "rejected_total": sum(rejected.values()),
         "examples": dict(sorted(examples.items())),
         "phash": "from the input column" if data.kind == "phash-parquet" else "imagehash.phash (udfs.image)",
-        "max_pixels": RULES.max_pixels,
+        "max_pixels": BLOCKLIST_RULES.max_pixels,
         "winnow_version": __version__,
     }
     if data.kind == "files":
@@ -560,7 +533,7 @@ DESCRIPTION = (
 
 def add_blocklist_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `winnow blocklist` and of `spark-submit jobs/blocklist.py`."""
-    parser.epilog = "exit codes: 0 done, 2 bad input or options, 3 conservation check failed"
+    parser.epilog = EXIT_CODES
     parser.add_argument(
         "--images", required=True, help="a folder of image files, or parquet with image bytes or pHashes"
     )
@@ -583,30 +556,20 @@ def add_blocklist_arguments(parser: argparse.ArgumentParser) -> argparse.Argumen
 
 def execute(args: argparse.Namespace) -> int:
     """Build the blocklist for parsed arguments; 0 ok, 2 bad input or options, 3 conservation failure."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        check_name(args.name)
-        check_output(args.images, args.output)
-        if args.kind not in KINDS:
-            raise BlocklistError(f"--kind {args.kind}: must be one of {', '.join(KINDS)}")
-        local = _local(args.images)
-        if local is not None and not os.path.exists(local):
-            raise BlocklistError(f"--images {args.images}: no such file or folder")
-        spark = get_spark("winnow-blocklist", master=args.master)
-    except (BlocklistError, JavaMissing) as exc:
-        print(f"winnow: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _blocklist(args))
+
+
+def _blocklist(args: argparse.Namespace) -> int:
+    check_name(args.name)
+    check_output(args.images, args.output)
+    if args.kind not in KINDS:
+        raise BlocklistError(f"--kind {args.kind}: must be one of {', '.join(KINDS)}")
+    local = _local(args.images)
+    if local is not None and not os.path.exists(local):
+        raise BlocklistError(f"--images {args.images}: no such file or folder")
+    spark = get_spark("winnow-blocklist", master=args.master)
     spark.sparkContext.setLogLevel("WARN")
-    try:
-        manifest = build_blocklist(
-            spark, args.images, args.output, args.name, args.kind, args.image_col, args.phash_col
-        )
-    except BlocklistError as exc:
-        print(f"winnow: error: {exc}", file=sys.stderr)
-        return 2
-    except ConservationError as exc:
-        print(f"winnow: conservation check failed, output not trusted: {exc}", file=sys.stderr)
-        return 3
+    manifest = build_blocklist(spark, args.images, args.output, args.name, args.kind, args.image_col, args.phash_col)
     print(format_summary(manifest))
     return 0
 

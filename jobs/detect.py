@@ -11,9 +11,11 @@ at each noun chunk (``caption[start:end]``), and the detector named by
 ``load_detector``) is called once with the image and all its phrases. Each box it
 returns becomes one Boxes-table row (``schemas.tables.BOXES``: ``id``, the
 chunk's ``start`` / ``end``, the normalised box and score). The detector is
-imported once per Python worker (``get_detector``, cached by its path) and
-called in a ``mapInArrow`` over Arrow batches of ``BATCH_ROWS`` rows (each row
-carries an image).
+imported once per Python worker (``udfs.detectors.get_detector``, cached by its
+path) and called in a ``mapInArrow`` over Arrow batches of
+``udfs.detectors.BATCH_ROWS`` rows (each row carries an image); the ground stage
+runs the same transform (``jobs.stages.ground.with_detections``) when
+``ground.detector`` is set.
 
 Nothing is dropped silently. Every input row is counted once as
 
@@ -38,213 +40,42 @@ The per-row results are persisted once (memory and disk; they hold boxes, not
 images), so each image is decoded and detected once for both the counts and the
 written boxes.
 
-    winnow detect --input OUTPUT/accepted --output OUTPUT/boxes --detector udfs.detectors:shape_detector
+    winnow detect --input OUTPUT/accepted --output OUTPUT/boxes --detector jobs.demo.shapes:shape_detector
     spark-submit jobs/detect.py --input ... --output ... --detector mypkg.owl:detector
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-from PIL import Image
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import to_arrow_type
-from pyspark.sql.types import ArrayType, BinaryType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType
 
 from jobs import __version__
-from jobs.session import JavaMissing, get_spark, session_conf
-from jobs.stage import ConservationError
+from jobs.errors import EXIT_CODES, ConservationError, WinnowError, run_command
+from jobs.session import get_spark, session_conf
+from jobs.stages.ground import boxes_table, with_detections
+from jobs.storage import FileStore
 from schemas import reasons
-from schemas.tables import BOXES, col_ref
-from udfs.detectors import Detector, load_detector
-from udfs.grounding import check_box
-from udfs.image import ImageRules
+from udfs.detectors import BATCH_ROWS, FAILED, WITH_BOXES, WITHOUT_BOXES, get_detector
 
 log = logging.getLogger("winnow")
 
 MANIFEST = "_winnow_detect.json"
 MAX_EXAMPLES = 20
-# Rows per Arrow batch into the detector: each row carries a whole image.
-BATCH_ROWS = 16
 DEFAULT_IMAGE_COL = "image"
 REQUIRED = ("id", "caption", "noun_chunk_spans")
-# The image stage's default limit: a decompression bomb is refused from its header.
-MAX_PIXELS = ImageRules().max_pixels
-
-# Why a row failed (beyond schemas.reasons' image codes).
-SPAN_INVALID = "span-invalid"
-ID_MISSING = "id-missing"
-DETECTOR_ERROR = "detector-error"
-DETECTOR_BAD_OUTPUT = "detector-bad-output"
-FAILURE_REASONS = (
-    reasons.IMAGE_MISSING,
-    reasons.UNDECODABLE,
-    reasons.TOO_MANY_PIXELS,
-    SPAN_INVALID,
-    ID_MISSING,
-    DETECTOR_ERROR,
-    DETECTOR_BAD_OUTPUT,
-)
-# A row's outcome (DETECTED.outcome).
-WITH_BOXES, WITHOUT_BOXES, FAILED = "with-boxes", "without-boxes", "failed"
-
-_BOX_STRUCT = StructType([StructField(f.name, f.dataType, True) for f in BOXES.fields if f.name != "id"])
-# One row per input row: what the detector made of it.
-DETECTED = StructType(
-    [
-        StructField("id", LongType(), True),
-        StructField("outcome", StringType(), True),
-        StructField("reason", StringType(), True),  # set when outcome is failed
-        StructField("detail", StringType(), True),
-        StructField("boxes", ArrayType(_BOX_STRUCT, True), True),
-    ]
-)
-_DETECTED_ARROW = pa.schema([pa.field(f.name, to_arrow_type(f.dataType)) for f in DETECTED.fields])
-
-ChunkBox = tuple[int, int, float, float, float, float, float]  # start, end, x_min, y_min, x_max, y_max, score
 
 
-class DetectError(ValueError):
+class DetectError(WinnowError):
     """The job cannot run as asked; the message says what to change."""
-
-
-# --- the detector, once per Python worker ---------------------------------------------------------------------------
-
-_DETECTORS: dict[str, Detector] = {}
-
-
-def get_detector(path: str) -> Detector:
-    """``load_detector(path)``, imported once per Python worker (Spark reuses workers across tasks)."""
-    detector = _DETECTORS.get(path)
-    if detector is None:
-        detector = _DETECTORS[path] = load_detector(path)
-    return detector
-
-
-# --- one row, pure Python -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RowResult:
-    """``reason`` set: the row failed (``boxes`` empty); otherwise its boxes, possibly none."""
-
-    reason: str | None = None
-    detail: str | None = None
-    boxes: list[ChunkBox] = field(default_factory=list)
-
-    @property
-    def outcome(self) -> str:
-        if self.reason is not None:
-            return FAILED
-        return WITH_BOXES if self.boxes else WITHOUT_BOXES
-
-
-def decode_image(data: bytes) -> tuple[Image.Image | None, str | None, str | None]:
-    """``(image, None, None)`` fully decoded, or ``(None, reason, detail)``."""
-    try:
-        img = Image.open(io.BytesIO(data))
-        width, height = img.size
-        if width * height > MAX_PIXELS:
-            return None, reasons.TOO_MANY_PIXELS, f"{width}x{height} = {width * height} pixels (limit {MAX_PIXELS})"
-        img.load()
-    except Image.DecompressionBombError as exc:
-        return None, reasons.TOO_MANY_PIXELS, str(exc)[:500]
-    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, ... on bad data
-        return None, reasons.UNDECODABLE, f"{type(exc).__name__}: {exc}"[:500]
-    return img, None, None
-
-
-def _checked_boxes(result: Any, spans: Sequence[tuple[int, int]], caption_length: int) -> list[ChunkBox] | str:
-    """The detector's ``result`` as Boxes-table rows, or what is wrong with it."""
-    if not isinstance(result, (list, tuple)) or len(result) != len(spans):
-        got = f"{len(result)} lists" if isinstance(result, (list, tuple)) else type(result).__name__
-        return f"expected one list of boxes per phrase ({len(spans)}), got {got}"
-    out: list[ChunkBox] = []
-    for (start, end), boxes in zip(spans, result, strict=True):
-        for box in boxes or ():
-            try:
-                x_min, y_min, x_max, y_max, score = (float(v) for v in box)
-            except (TypeError, ValueError):
-                return f"phrase [{start}, {end}): a box is not 5 numbers: {box!r}"[:500]
-            checked, reason = check_box(start, end, x_min, y_min, x_max, y_max, score, caption_length)
-            if reason is not None or checked is None:
-                return f"phrase [{start}, {end}): box {box!r} is {reason}"[:500]
-            out.append(checked)  # type: ignore[arg-type]
-    return out
-
-
-def detect_row(
-    detector: Detector, row_id: int | None, caption: str | None, spans: Sequence[dict] | None, data: bytes | None
-) -> RowResult:
-    """What ``detector`` finds for one pair row; never raises."""
-    chunks = [(s.get("start"), s.get("end")) for s in spans or () if s is not None]
-    if row_id is None:
-        return RowResult(ID_MISSING, "the row has no id: its boxes could not be joined to it")
-    if not chunks:
-        return RowResult()
-    length = len(caption) if caption is not None else -1
-    bad = [(s, e) for s, e in chunks if s is None or e is None or not 0 <= s < e <= length]
-    if bad:
-        return RowResult(SPAN_INVALID, f"noun chunk {list(bad[0])} outside the caption ({length} characters)")
-    if data is None:
-        return RowResult(reasons.IMAGE_MISSING, "the row has no image bytes")
-    img, reason, detail = decode_image(data)
-    if img is None:
-        return RowResult(reason, detail)
-    phrases = [caption[s:e] for s, e in chunks]  # type: ignore[index]
-    try:
-        result = detector(img, phrases)
-    except Exception as exc:  # a detector bug or a bad image costs this row, not the job
-        return RowResult(DETECTOR_ERROR, f"{type(exc).__name__}: {exc}"[:500])
-    boxes = _checked_boxes(result, chunks, length)  # type: ignore[arg-type]
-    if isinstance(boxes, str):
-        return RowResult(DETECTOR_BAD_OUTPUT, boxes)
-    return RowResult(boxes=boxes)
-
-
-def detect_mapper(detector_path: str, image_col: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """A function for ``DataFrame.mapInArrow``: pair rows in, one ``DETECTED`` row per row out."""
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        detector = get_detector(detector_path)  # module-level accessor: the cache lives in the worker
-        for batch in batches:
-            if batch.num_rows == 0:
-                continue
-            ids = batch.column("id").to_pylist()
-            captions = batch.column("caption").to_pylist()
-            spans = batch.column("noun_chunk_spans").to_pylist()
-            images = batch.column(image_col)
-            results = [
-                detect_row(detector, ids[i], captions[i], spans[i], images[i].as_py()) for i in range(batch.num_rows)
-            ]
-            box_rows = [
-                None if r.outcome == FAILED else [dict(zip(_BOX_STRUCT.fieldNames(), b, strict=True)) for b in r.boxes]
-                for r in results
-            ]
-            columns = [
-                pa.array(ids, type=pa.int64()),
-                pa.array([r.outcome for r in results], type=pa.string()),
-                pa.array([r.reason for r in results], type=pa.string()),
-                pa.array([r.detail for r in results], type=pa.string()),
-                pa.array(box_rows, type=_DETECTED_ARROW.field("boxes").type),
-            ]
-            yield pa.RecordBatch.from_arrays(columns, schema=_DETECTED_ARROW)
-
-    return run
-
-
-# --- Spark ----------------------------------------------------------------------------------------------------------
 
 
 def check_input(pairs: DataFrame, image_col: str) -> None:
@@ -265,43 +96,11 @@ def check_input(pairs: DataFrame, image_col: str) -> None:
         raise DetectError(f"--image-col {image_col}: the column is {kind}, not image bytes (binary)")
 
 
-def with_detections(pairs: DataFrame, detector_path: str, image_col: str = DEFAULT_IMAGE_COL) -> DataFrame:
-    """Every pair row once, as ``DETECTED``: its outcome, failure reason and boxes."""
-    check_input(pairs, image_col)
-    rows = pairs.select(
-        col_ref("id").cast("long").alias("id"),
-        col_ref("caption").cast("string").alias("caption"),
-        col_ref("noun_chunk_spans"),
-        col_ref(image_col),
-    )
-    return rows.mapInArrow(detect_mapper(detector_path, image_col), DETECTED)
-
-
-def boxes_table(detected: DataFrame) -> DataFrame:
-    """The Boxes table (``BOXES``) of ``with_detections``' rows: one row per box."""
-    exploded = detected.select("id", F.explode("boxes").alias("_box"))
-    return exploded.select(
-        *[(F.col("id") if f.name == "id" else F.col("_box")[f.name]).cast(f.dataType).alias(f.name) for f in BOXES]
-    )
-
-
 def failure_examples(detected: DataFrame, limit: int = MAX_EXAMPLES) -> DataFrame:
     """Up to ``limit`` smallest ids of each failure reason."""
     first = Window.partitionBy("reason").orderBy("id")
     failed = detected.filter(F.col("outcome") == FAILED).withColumn("_rank", F.row_number().over(first))
     return failed.filter(F.col("_rank") <= limit).select("reason", "id", "detail")
-
-
-def write_text(spark: SparkSession, path: str, text: str) -> None:
-    """A small text file through Hadoop's FileSystem (local, HDFS, S3 alike)."""
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)  # type: ignore[union-attr]
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
 
 
 def run_detect(
@@ -326,7 +125,7 @@ def run_detect(
                 .collect()
             )
             counts = {WITH_BOXES: 0, WITHOUT_BOXES: 0, FAILED: 0}
-            failed = dict.fromkeys(FAILURE_REASONS, 0)
+            failed = dict.fromkeys(reasons.DETECT_FAILURES, 0)
             boxes = 0
             for r in groups:
                 counts[r["outcome"]] = counts.get(r["outcome"], 0) + r["n"]
@@ -367,7 +166,7 @@ def run_detect(
         "boxes_written": boxes,
         "winnow_version": __version__,
     }
-    write_text(spark, f"{output.rstrip('/')}/{MANIFEST}", json.dumps(manifest, indent=2) + "\n")
+    FileStore(spark).write_text(f"{output.rstrip('/')}/{MANIFEST}", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -388,7 +187,7 @@ DESCRIPTION = "Run a detector plug-in over accepted pairs' images and noun chunk
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `winnow detect` and of `spark-submit jobs/detect.py`."""
-    parser.epilog = "exit codes: 0 done, 2 bad input or options, 3 conservation check failed"
+    parser.epilog = EXIT_CODES
     parser.add_argument(
         "--input", required=True, help="accepted pairs parquet (winnow's OUTPUT/accepted, with image bytes)"
     )
@@ -396,7 +195,7 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument(
         "--detector",
         required=True,
-        help="the detector callable, package.module:name (e.g. udfs.detectors:shape_detector)",
+        help="the detector callable, package.module:name (e.g. jobs.demo.shapes:shape_detector)",
     )
     parser.add_argument(
         "--image-col", default=DEFAULT_IMAGE_COL, help=f"the image bytes column (default {DEFAULT_IMAGE_COL})"
@@ -409,28 +208,19 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def execute(args: argparse.Namespace) -> int:
     """Run the job for parsed arguments; 0 ok, 2 bad input or options, 3 conservation failure."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run_command(lambda: _detect(args))
+
+
+def _detect(args: argparse.Namespace) -> int:
     try:
         get_detector(args.detector)  # a bad path fails here, before Spark starts
-        if "://" not in args.input and not os.path.exists(args.input):
-            raise DetectError(f"--input {args.input}: no such file or folder")
-        spark = get_spark("winnow-detect", master=args.master, arrow_batch_size=BATCH_ROWS)
-    except (DetectError, JavaMissing) as exc:
-        print(f"winnow: error: {exc}", file=sys.stderr)
-        return 2
     except ValueError as exc:  # load_detector's message names the path and what is wrong
-        print(f"winnow: error: --detector: {exc}", file=sys.stderr)
-        return 2
+        raise DetectError(f"--detector: {exc}") from None
+    if "://" not in args.input and not os.path.exists(args.input):
+        raise DetectError(f"--input {args.input}: no such file or folder")
+    spark = get_spark("winnow-detect", master=args.master, arrow_batch_size=BATCH_ROWS)
     spark.sparkContext.setLogLevel("WARN")
-    try:
-        manifest = run_detect(spark, args.input, args.output, args.detector, args.image_col)
-    except DetectError as exc:
-        print(f"winnow: error: {exc}", file=sys.stderr)
-        return 2
-    except ConservationError as exc:
-        print(f"winnow: conservation check failed, output not trusted: {exc}", file=sys.stderr)
-        return 3
-    print(format_summary(manifest))
+    print(format_summary(run_detect(spark, args.input, args.output, args.detector, args.image_col)))
     return 0
 
 

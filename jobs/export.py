@@ -66,7 +66,9 @@ from urllib.parse import urlparse
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.session import JavaMissing, get_spark
+from jobs.errors import WinnowError, run_command
+from jobs.session import get_spark
+from jobs.stages.text import normalise_caption_col
 from schemas.tables import EXPORTED_SHARD, IMAGE_BYTES, col_ref
 from udfs import wds
 
@@ -79,7 +81,7 @@ MANIFEST = "_winnow_export.json"
 REQUIRED = ("id", "url", "caption")
 
 
-class ExportError(ValueError):
+class ExportError(WinnowError):
     """The export cannot run as asked; the message says what to change."""
 
 
@@ -145,8 +147,6 @@ def mix_draw(id_col: str = "id") -> F.Column:
 def with_caption_mix(pairs: DataFrame, p: float) -> DataFrame:
     """``caption`` replaced by the recaption with probability ``p`` (by id), else the original; adds
     ``caption_source``."""
-    from jobs.text import normalise_caption_col
-
     if not 0.0 <= p <= 1.0:
         raise ExportError(f"--caption-mix must be within [0, 1], got {p}")
     missing = [c for c in (RECAPTION, ORIGINAL) if c not in pairs.columns]
@@ -259,25 +259,20 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def execute(args: argparse.Namespace) -> int:
     """Run the export for parsed arguments; 0 ok, 2 bad input or options."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        if args.shard_size < 1:
-            raise ExportError(f"--shard-size must be at least 1, got {args.shard_size}")
-        if args.caption_mix is not None and not 0.0 <= args.caption_mix <= 1.0:
-            raise ExportError(f"--caption-mix must be within [0, 1], got {args.caption_mix}")
-        local_folder(args.output)
-        if "://" not in args.input and not os.path.exists(args.input):
-            raise ExportError(f"input not found: {args.input}")
-        spark = get_spark("winnow-export", master=args.master, arrow_batch_size=BATCH_ROWS)
-    except (ExportError, JavaMissing) as exc:
-        print(f"winnow: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.shard_size < 1:
+        raise ExportError(f"--shard-size must be at least 1, got {args.shard_size}")
+    if args.caption_mix is not None and not 0.0 <= args.caption_mix <= 1.0:
+        raise ExportError(f"--caption-mix must be within [0, 1], got {args.caption_mix}")
+    local_folder(args.output)
+    if "://" not in args.input and not os.path.exists(args.input):
+        raise ExportError(f"input not found: {args.input}")
+    spark = get_spark("winnow-export", master=args.master, arrow_batch_size=BATCH_ROWS)
     spark.sparkContext.setLogLevel("WARN")
-    try:
-        written = export_webdataset(spark.read.parquet(args.input), args.output, args.shard_size, args.caption_mix)
-    except ExportError as exc:
-        print(f"winnow: error: {exc}", file=sys.stderr)
-        return 2
+    written = export_webdataset(spark.read.parquet(args.input), args.output, args.shard_size, args.caption_mix)
     print(f"exported: {written:,} samples under {args.output}/")
     return 0
 

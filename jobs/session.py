@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
+from jobs.errors import WinnowError
+
 # Settings the job relies on, not tuning: dynamic partition overwrite makes a
 # re-run replace exactly the dumps it wrote; UTC keeps timestamps stable.
 JOB_CONF = {
@@ -44,7 +46,7 @@ def _configured(key: str) -> bool:
     return SparkConf().contains(key)
 
 
-class JavaMissing(RuntimeError):
+class JavaMissing(WinnowError):
     """No usable Java runtime: Spark cannot start."""
 
 

@@ -36,6 +36,7 @@ was read. Columns winnow adds beyond the GRIT / COYO release names:
   ``source_<name>``.
 - ``BOXES``: the detector's output, the grounding stage's second input (one
   row per box); ``BOX_VERDICT``: what the stage says about each of its rows.
+- ``HISTORY``: the dedup stage's history of accepted pairs; ``BLOCKLIST``: an eval-set blocklist.
 - rejects: ``stage``, ``reason`` (codes in ``schemas.reasons``) and ``detail``.
 """
 
@@ -159,8 +160,8 @@ GRIT_COLUMNS = [
     StructField("ref_exps", ArrayType(GRIT_ENTRY, False), True),  # aligned: referring-expression span, same box
 ]
 
-# The Boxes table (DESIGN.md "Boxes table"): one detector box per row. jobs.ground.read_boxes
-# widens narrower numeric types to these.
+# The Boxes table: one detector box per row, the grounding stage's second input (``winnow detect``
+# writes one). jobs.stages.ground.read_boxes widens narrower numeric types to these.
 BOXES = StructType(
     [
         StructField("id", LongType(), True),  # the pair's id
@@ -171,6 +172,23 @@ BOXES = StructType(
         StructField("x_max", DoubleType(), True),
         StructField("y_max", DoubleType(), True),
         StructField("score", DoubleType(), True),  # detector confidence in [0, 1]
+    ]
+)
+
+# One row per pair row that a detector plug-in looked at (``winnow detect``, or the ground stage with
+# ground.detector): ``outcome`` with-boxes / without-boxes / failed, ``reason`` (schemas.reasons.
+# DETECT_FAILURES) and ``detail`` when failed, and the boxes it found (BOXES without the id).
+DETECTED = StructType(
+    [
+        StructField("id", LongType(), True),
+        StructField("outcome", StringType(), True),
+        StructField("reason", StringType(), True),
+        StructField("detail", StringType(), True),
+        StructField(
+            "boxes",
+            ArrayType(StructType([StructField(f.name, f.dataType, True) for f in BOXES.fields[1:]]), True),
+            True,
+        ),
     ]
 )
 
@@ -187,6 +205,27 @@ BOX_VERDICT = StructType(
         StructField("reason", StringType(), True),
         StructField("outcome", StringType(), True),
         StructField("detail", StringType(), True),
+    ]
+)
+
+# The dedup stage's history of accepted pairs (OUTPUT/history/, partitioned by dump): what later
+# dumps are deduplicated against. ``phash`` is the 64-bit pHash as a signed long, ``caption_hash``
+# xxhash64 of the lower-cased caption.
+HISTORY = StructType(
+    [
+        StructField("phash", LongType(), False),
+        StructField("caption_hash", LongType(), False),
+        StructField("id", LongType(), True),
+        StructField("dump", StringType(), True),
+    ]
+)
+
+# An evaluation-set blocklist as `winnow blocklist` writes it (OUTPUT/name=<NAME>/): one row per
+# distinct pHash (16 lower-case hex digits), with the smallest source among its copies.
+BLOCKLIST = StructType(
+    [
+        StructField("image_phash", StringType(), True),
+        StructField("source", StringType(), True),
     ]
 )
 

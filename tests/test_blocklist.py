@@ -41,6 +41,7 @@ from pyspark.testing import assertSchemaEqual
 
 from jobs import blocklist
 from schemas import reasons
+from udfs.image import phash_verdict
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,7 +49,7 @@ UNDECODABLE, BOMB, MISSING, INVALID = (
     reasons.UNDECODABLE,
     reasons.TOO_MANY_PIXELS,
     reasons.IMAGE_MISSING,
-    blocklist.INVALID_PHASH,
+    reasons.PHASH_INVALID,
 )
 
 # Relative path -> bytes. Small sizes (>= 1 px is enough here: no COYO size rule applies to a blocklist).
@@ -143,12 +144,12 @@ def folder(tmp_path_factory) -> Path:
 
 def test_verdict_equals_imagehash_and_names_the_reason():
     for rel, data in GOOD.items():
-        assert blocklist.phash_verdict(data) == (phash_of(data), None, None), rel
+        assert phash_verdict(data) == (phash_of(data), None, None), rel
     for rel, (data, reason) in BAD.items():
-        phash, got, detail = blocklist.phash_verdict(data)
+        phash, got, detail = phash_verdict(data)
         assert (phash, got) == (None, reason), rel
         assert detail
-    assert blocklist.phash_verdict(None)[1] == MISSING
+    assert phash_verdict(None)[1] == MISSING
 
 
 def test_name_and_glob():

@@ -21,7 +21,7 @@ def read_funnel(out: Path) -> dict:
 
 
 def test_standalone_cluster_output_equals_local_mode(spark, cluster, tmp_path):
-    from jobs.sample import serve_images, write_sample
+    from jobs.demo.sample import serve_images, write_sample
 
     master, folder = cluster.master, cluster.folder
     assert master.startswith("spark://127.0.0.1:")

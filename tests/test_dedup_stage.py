@@ -14,8 +14,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import pipeline
-from jobs.config import DedupConfig
-from jobs.dedup import HISTORY, phash_long, split_dedup, with_dedup_verdicts
+from jobs.stages.dedup import HISTORY, DedupConfig, phash_long, split_dedup, with_dedup_verdicts
 from schemas import reasons
 from udfs.hamming import int_to_phash, phash_to_int
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.config import FetchConfig, RunConfig
+from jobs.config import RunConfig
+from udfs.fetch import FetchConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -335,7 +336,7 @@ def read_funnel(out: Path) -> dict:
 )
 def test_env_archive_relocates_and_runs_on_a_standalone_cluster(spark, tmp_path):
     from jobs import pipeline
-    from jobs.sample import write_sample
+    from jobs.demo.sample import write_sample
 
     archive = tmp_path / "winnow-env.tar.gz"
     env = {**os.environ, "OUTPUT": str(archive), "PACK_VENV": str(tmp_path / "pack-venv")}

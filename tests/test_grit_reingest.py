@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import pipeline
-from jobs.config import ConfigError, load_config
+from jobs.config import load_config
+from jobs.errors import ConfigError
 from schemas import reasons
 
 pytestmark = pytest.mark.spark

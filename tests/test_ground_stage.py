@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.testing import assertSchemaEqual
 
-from jobs.config import GroundConfig
-from jobs.ground import GroundError, read_boxes, split_ground, with_ground_verdicts
 from jobs.stage import count_stage
+from jobs.stages.ground import GroundError, read_boxes, split_ground, with_ground_verdicts
 from schemas import reasons
 from schemas.tables import BOX_VERDICT, BOXES, GRIT_COLUMNS
+from udfs.grounding import GroundConfig
 
 pytestmark = pytest.mark.spark
 

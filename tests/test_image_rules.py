@@ -55,11 +55,11 @@ from image_factory import (
 )
 from PIL import Image
 
-from jobs.config import ImageConfig
+from jobs.config import load_config
 from schemas import reasons
-from udfs.image import ImageRules, ImageVerdict, inspect_image, phash_bytes
+from udfs.image import ImageConfig, ImageVerdict, inspect_image, phash_bytes
 
-RULES = ImageRules()
+RULES = ImageConfig()
 
 
 def reference_phash(data: bytes) -> str:
@@ -77,7 +77,7 @@ def assert_accepted(verdict: ImageVerdict, width: int, height: int, fmt: str, da
 
 
 def kept(data: bytes, **rules) -> Image.Image:
-    verdict = inspect_image(data, ImageRules(keep_bytes=True, **rules))
+    verdict = inspect_image(data, ImageConfig(keep_bytes=True, **rules))
     assert verdict.reason is None, verdict
     img = Image.open(io.BytesIO(verdict.image))
     assert img.format == "JPEG"
@@ -101,14 +101,25 @@ def test_rules_default_to_the_coyo_values_and_the_config_defaults():
     assert (RULES.min_bytes, RULES.min_side, RULES.max_aspect_ratio) == (5120, 200, 3.0)
     assert RULES.max_pixels == Image.MAX_IMAGE_PIXELS
     assert (RULES.phash, RULES.keep_bytes, RULES.resize_mode) == ("exact", False, "keep_ratio")
-    assert ImageRules.from_config(ImageConfig()) == RULES
 
 
-def test_rules_from_config_take_every_rule_key():
-    cfg = ImageConfig(min_bytes=1, min_side=2, max_aspect_ratio=4.5, max_pixels=7, phash="fast", keep_bytes=True)
-    cfg.image_size, cfg.resize_mode, cfg.resize_only_if_bigger, cfg.encode_quality = 64, "center_crop", True, 80
-    rules = ImageRules.from_config(cfg)
-    assert rules == ImageRules(1, 4.5, 2, 7, "fast", True, 64, "center_crop", True, 80)
+def test_the_image_section_is_what_the_rules_read():
+    sets = ["image.min_bytes=1", "image.min_side=2", "image.max_aspect_ratio=4.5", "image.max_pixels=7"]
+    sets += ["image.phash=fast", "image.keep_bytes=true", "image.image_size=64", "image.resize_mode=center_crop"]
+    rules = load_config(sets=sets + ["image.resize_only_if_bigger=true", "image.encode_quality=80"]).image
+    assert rules == ImageConfig(
+        min_bytes=1,
+        max_aspect_ratio=4.5,
+        min_side=2,
+        max_pixels=7,
+        phash="fast",
+        keep_bytes=True,
+        image_size=64,
+        resize_mode="center_crop",
+        resize_only_if_bigger=True,
+        encode_quality=80,
+    )
+    assert inspect_image(b"\x00" * 10, rules).reason == reasons.UNDECODABLE  # 10 bytes pass min_bytes 1
 
 
 # --- each rule at its threshold -------------------------------------------------------------------------------------
@@ -128,8 +139,8 @@ def test_file_size_boundary_5119_rejected_5120_accepted():
 
 def test_file_size_boundary_follows_min_bytes():
     data = pad_png(smallest_png(300, 200), 2000)
-    assert inspect_image(data, ImageRules(min_bytes=2001)).reason == reasons.FILE_TOO_SMALL
-    assert inspect_image(data, ImageRules(min_bytes=2000)).reason is None
+    assert inspect_image(data, ImageConfig(min_bytes=2001)).reason == reasons.FILE_TOO_SMALL
+    assert inspect_image(data, ImageConfig(min_bytes=2000)).reason is None
 
 
 @pytest.mark.parametrize(("width", "height"), [(199, 300), (300, 199), (199, 199)])
@@ -161,13 +172,13 @@ def test_aspect_ratio_just_above_3_is_rejected(width, height):
 
 
 def test_aspect_ratio_follows_max_aspect_ratio():
-    rules = ImageRules(max_aspect_ratio=1.5)
+    rules = ImageConfig(max_aspect_ratio=1.5)
     assert inspect_image(png_bytes(300, 200), rules).reason is None
     assert inspect_image(png_bytes(301, 200), rules).reason == reasons.ASPECT_RATIO
 
 
 def test_max_pixels_boundary():
-    rules = ImageRules(max_pixels=400 * 300)
+    rules = ImageConfig(max_pixels=400 * 300)
     data = png_bytes(400, 300)
     assert_accepted(inspect_image(data, rules), 400, 300, "png", data)
     verdict = inspect_image(png_bytes(401, 300), rules)
@@ -191,7 +202,7 @@ def test_small_file_wins_over_undecodable():
 
 
 def test_too_many_pixels_wins_over_low_resolution_and_aspect_ratio():
-    rules = ImageRules(max_pixels=30_000)
+    rules = ImageConfig(max_pixels=30_000)
     assert inspect_image(png_bytes(250, 150), rules).reason == reasons.TOO_MANY_PIXELS  # also low-res
     assert inspect_image(png_bytes(800, 200), rules).reason == reasons.TOO_MANY_PIXELS  # also 4:1
 
@@ -285,7 +296,7 @@ def test_pillow_warnings_do_not_leak():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         inspect_image(bomb_png(10_000, 10_000), RULES)  # Pillow warns: DecompressionBombWarning
-        inspect_image(palette_png(transparency=True), ImageRules(keep_bytes=True))
+        inspect_image(palette_png(transparency=True), ImageConfig(keep_bytes=True))
     assert [str(w.message) for w in caught] == []
 
 
@@ -297,7 +308,7 @@ def test_inspect_never_raises_on_corrupted_bytes():
         data = bytearray(sources[n % len(sources)])
         for _ in range(rnd.randrange(1, 6)):
             data[rnd.randrange(min(len(data), 600))] = rnd.randrange(256)  # mostly headers and tables
-        verdict = inspect_image(bytes(data), ImageRules(keep_bytes=n % 2 == 0))
+        verdict = inspect_image(bytes(data), ImageConfig(keep_bytes=n % 2 == 0))
         assert verdict.reason is None or verdict.reason in reasons.IMAGE_RULE_REASONS
         seen.add(verdict.reason)
     assert reasons.UNDECODABLE in seen
@@ -306,7 +317,7 @@ def test_inspect_never_raises_on_corrupted_bytes():
 # --- decompression bombs: refused from the header, never decoded ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("size", "rules"), [(20_000, RULES), (10_000, RULES), (3_000, ImageRules(max_pixels=10**6))])
+@pytest.mark.parametrize(("size", "rules"), [(20_000, RULES), (10_000, RULES), (3_000, ImageConfig(max_pixels=10**6))])
 def test_bomb_is_refused_without_decoding(size, rules):
     data = bomb_png(size, size)  # built (and cached) before measuring
     assert len(data) < max(8192, size * size // 1000)
@@ -401,7 +412,7 @@ def fast_corpus(n: int = 200) -> list[bytes]:
 
 
 def test_fast_phash_agreement_with_exact(capsys):
-    exact_rules, fast_rules = ImageRules(), ImageRules(phash="fast")
+    exact_rules, fast_rules = ImageConfig(), ImageConfig(phash="fast")
     distances, exact_time, fast_time = [], 0.0, 0.0
     for data in fast_corpus():
         start = time.perf_counter()
@@ -428,14 +439,14 @@ def test_fast_phash_agreement_with_exact(capsys):
 
 
 def test_fast_phash_is_exact_for_other_formats():
-    fast = ImageRules(phash="fast")
+    fast = ImageConfig(phash="fast")
     for data in (png_bytes(900, 700), webp_bytes(900, 700), tiff_bytes(600, 600)):
         assert inspect_image(data, fast).image_phash == reference_phash(data)
 
 
 def test_fast_phash_keeps_full_size_measures_and_kept_bytes():
     data = jpeg_bytes(1600, 1200, seed=5)
-    verdict = inspect_image(data, ImageRules(phash="fast"))
+    verdict = inspect_image(data, ImageConfig(phash="fast"))
     assert (verdict.width, verdict.height) == (1600, 1200)
     assert kept(data, phash="fast").size == (341, 256)
 
@@ -508,14 +519,14 @@ def test_image_size_is_configurable():
 
 def test_encode_quality_is_used():
     data = png_bytes(800, 600, seed=4)
-    high = inspect_image(data, ImageRules(keep_bytes=True, encode_quality=95)).image
-    low = inspect_image(data, ImageRules(keep_bytes=True, encode_quality=30)).image
+    high = inspect_image(data, ImageConfig(keep_bytes=True, encode_quality=95)).image
+    low = inspect_image(data, ImageConfig(keep_bytes=True, encode_quality=30)).image
     assert len(low) < len(high) * 0.6
 
 
 def test_keep_bytes_does_not_change_the_measures():
     data = jpeg_bytes(400, 300, seed=9)
-    plain, with_bytes = inspect_image(data, RULES), inspect_image(data, ImageRules(keep_bytes=True))
+    plain, with_bytes = inspect_image(data, RULES), inspect_image(data, ImageConfig(keep_bytes=True))
     assert with_bytes.image is not None
     assert (plain.width, plain.height, plain.image_format, plain.image_bytes_size, plain.image_phash) == (
         with_bytes.width,
@@ -531,7 +542,7 @@ def test_exif_rotation_is_applied_to_the_kept_image_only():
     exif = Image.Exif()
     exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
     data = encode(src, "JPEG", quality=95, exif=exif.tobytes())
-    verdict = inspect_image(data, ImageRules(keep_bytes=True))
+    verdict = inspect_image(data, ImageConfig(keep_bytes=True))
     assert (verdict.width, verdict.height) == (400, 300)  # as stored
     assert verdict.image_phash == reference_phash(data)  # imagehash does not rotate either
     out = Image.open(io.BytesIO(verdict.image))

@@ -18,7 +18,7 @@ from PIL import Image
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from jobs.config import load_config
-from jobs.image import split_image, with_image_verdicts
+from jobs.stages.image import split_image, with_image_verdicts
 from schemas import reasons
 from schemas.tables import IMAGE_MEASURES, REJECT
 

@@ -31,9 +31,8 @@ from pyspark.sql.types import (
 )
 
 from jobs import cli, export
-from jobs.config import IngestConfig
-from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.stage import count_stage
+from jobs.stages.ingest import IngestConfig, IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from schemas import reasons
 from schemas.tables import CHUNK_SPAN, EXPORTED_SHARD, IMAGE_INPUT, SPAN, WEBDATASET_SAMPLE
 from udfs import wds

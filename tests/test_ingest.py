@@ -10,9 +10,8 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertSchemaEqual
 
-from jobs.config import IngestConfig
-from jobs.ingest import IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from jobs.stage import count_stage
+from jobs.stages.ingest import IngestConfig, IngestError, read_source, resolve_format, split_pairs, with_pair_columns
 from schemas import reasons
 from schemas.tables import PAIR
 

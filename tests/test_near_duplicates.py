@@ -22,11 +22,10 @@ from PIL import Image
 from pyspark.sql import functions as F
 from test_hamming import FLIP_KINDS, band_decoy, flip, flip_positions
 
-from jobs.config import DedupConfig
-from jobs.dedup import blocklist_matches, near_pairs, phash_hex, phash_long, with_dedup_verdicts
+from jobs.stages.dedup import DedupConfig, blocklist_matches, near_pairs, phash_hex, phash_long, with_dedup_verdicts
 from schemas import reasons
 from udfs.hamming import BITS, band_plan, brute_force_pairs, hamming, int_to_phash, phash_to_int, to_signed
-from udfs.image import ImageRules, encode_resized, inspect_image
+from udfs.image import ImageConfig, encode_resized, inspect_image
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -255,7 +254,7 @@ def test_blocklist_matches_nearest_within_k(spark, k):
 
 # --- transformed copies of images -------------------------------------------------------------------------------------
 
-PHASH_RULES = ImageRules(min_bytes=0, min_side=1)
+PHASH_RULES = ImageConfig(min_bytes=0, min_side=1)
 BASES = 24
 RECODED = ("jpeg-q95", "jpeg-q75", "jpeg-q50", "resize-50%", "resize-200%", "resize-short-256")
 CROPS = {"crop-1%": 0.01, "crop-2%": 0.02, "crop-3%": 0.03, "crop-5%": 0.05}
@@ -292,7 +291,7 @@ def copies(img: Image.Image) -> dict[str, bytes]:
         "resize-50%": encode(img.resize((w // 2, h // 2), Image.Resampling.LANCZOS), "JPEG", quality=90),
         "resize-200%": encode(img.resize((w * 2, h * 2), Image.Resampling.BICUBIC), "JPEG", quality=90),
         # what the image stage keeps with keep_bytes: short side 256, aspect kept, JPEG q95
-        "resize-short-256": encode_resized(img, ImageRules(keep_bytes=True, image_size=256)),
+        "resize-short-256": encode_resized(img, ImageConfig(keep_bytes=True, image_size=256)),
     }
     out.update({name: encode(crop(img, f), "PNG", compress_level=1) for name, f in CROPS.items()})
     return out

@@ -262,7 +262,7 @@ def test_missing_java_through_the_cli(tmp_path):
 
 @pytest.mark.spark
 def test_spark_submit_gives_the_same_output_as_winnow_run(spark, tmp_path):
-    from jobs.sample import serve_images, write_sample
+    from jobs.demo.sample import serve_images, write_sample
 
     with serve_images(tmp_path / "images") as base_url:
         sample = write_sample(tmp_path / "in", n=300, seed=3, images=tmp_path / "images", base_url=base_url)

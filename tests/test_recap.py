@@ -11,12 +11,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs import export
-from jobs.config import ChineseTextConfig, IngestConfig, TextConfig
-from jobs.ingest import read_source, split_pairs, with_pair_columns
 from jobs.stage import count_stage
-from jobs.text import rules_from_config, split_text, with_text_verdicts
+from jobs.stages.ingest import IngestConfig, read_source, split_pairs, with_pair_columns
+from jobs.stages.text import rules_from_config, split_text, with_text_verdicts
 from schemas import reasons
 from tests.image_factory import jpeg_bytes
+from udfs.text_rules import TextConfig
+from udfs.text_rules_zh import ChineseTextConfig
 
 pytestmark = pytest.mark.spark
 

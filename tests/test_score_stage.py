@@ -30,7 +30,9 @@ from test_pipeline import assert_conserved, read_funnel
 
 from jobs import cli
 from jobs.config import load_config
-from jobs.score import (
+from jobs.session import session_conf
+from jobs.stage import count_stage
+from jobs.stages.score import (
     ScoreError,
     gpu_profile,
     prepare_scorers,
@@ -40,8 +42,6 @@ from jobs.score import (
     with_score_verdicts,
     with_scores,
 )
-from jobs.session import session_conf
-from jobs.stage import count_stage
 from schemas import reasons
 from udfs import scorers
 

@@ -15,7 +15,8 @@ import pytest
 from onnx_factory import CLIP_MEAN, CLIP_STD, Models, build_models, image_encoder, text_encoder
 from PIL import Image
 
-from jobs.config import ConfigError, load_config
+from jobs.config import load_config
+from jobs.errors import ConfigError
 from udfs import scorers
 from udfs.scorers import (
     ModelFile,

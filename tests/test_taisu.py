@@ -10,10 +10,11 @@ import tarfile
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.config import ConfigError, IngestConfig, load_config
-from jobs.ingest import read_source, split_pairs, with_pair_columns
+from jobs.config import load_config
+from jobs.errors import ConfigError
 from jobs.stage import count_stage
-from jobs.taisu import TaiSuError
+from jobs.stages.ingest import IngestConfig, read_source, split_pairs, with_pair_columns
+from jobs.stages.taisu import TaiSuError
 from schemas import reasons
 from tests.image_factory import jpeg_bytes
 from udfs.taisu import plan_ranges, read_range

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from jobs.config import TextConfig
 from schemas import reasons
 from udfs.resources import identify_language, spacy_pipeline
 from udfs.text_rules import (
+    TextConfig,
     TextRules,
     Verdict,
     check_cheap_rules,
@@ -119,22 +119,13 @@ def span(caption: str, s: dict[str, Any]) -> str:
 # --- defaults ----------------------------------------------------------------
 
 
-def test_text_rules_defaults_are_the_text_config_defaults(builtin_rules: TextRules) -> None:
-    for name in (
-        "min_chars",
-        "max_chars",
-        "min_words",
-        "max_words",
-        "language",
-        "min_language_probability",
-        "max_occurrences",
-        "noun_pos",
-        "spacy_model",
-        "spacy_batch_size",
-    ):
-        assert getattr(DEFAULT, name) == getattr(builtin_rules, name), name
-    assert (DEFAULT.min_chars, DEFAULT.max_chars, DEFAULT.min_words, DEFAULT.max_words) == (6, 1000, 3, 256)
-    assert (DEFAULT.language, DEFAULT.max_occurrences) == ("en", 10)
+def test_text_rules_carry_the_text_config_and_its_words(builtin_rules: TextRules) -> None:
+    """The rules read [text] itself (no copy of its fields); from_config adds only the word lists."""
+    assert builtin_rules.config == DEFAULT.config == TextConfig()
+    c = DEFAULT.config
+    assert (c.min_chars, c.max_chars, c.min_words, c.max_words) == (6, 1000, 3, 256)  # COYO
+    assert (c.language, c.max_occurrences) == ("en", 10)  # COYO
+    assert builtin_rules.nsfw_words and not DEFAULT.nsfw_words
 
 
 def test_clean_caption_passes_every_rule(nlp: Any) -> None:
@@ -171,10 +162,10 @@ def test_thousand_and_one_characters_is_too_long() -> None:
 
 def test_length_limits_follow_the_rules() -> None:
     assert len(CLEAN) == 21
-    assert cheap(CLEAN, rules=TextRules(min_chars=21, max_chars=21)).reason is None
-    v = cheap(CLEAN, rules=TextRules(min_chars=22))
+    assert cheap(CLEAN, rules=TextRules(TextConfig(min_chars=21, max_chars=21))).reason is None
+    v = cheap(CLEAN, rules=TextRules(TextConfig(min_chars=22)))
     assert (v.reason, v.detail) == (reasons.TOO_SHORT, "21")
-    v = cheap(CLEAN, rules=TextRules(max_chars=20))
+    v = cheap(CLEAN, rules=TextRules(TextConfig(max_chars=20)))
     assert (v.reason, v.detail) == (reasons.TOO_LONG, "21")
 
 
@@ -196,7 +187,7 @@ def test_three_words_pass_every_rule(nlp: Any) -> None:
 
 
 def test_256_words_pass_every_rule_and_257_are_too_many(nlp: Any) -> None:
-    rules = TextRules(max_chars=5000)  # 256 words of real prose are longer than 1000 characters
+    rules = TextRules(TextConfig(max_chars=5000))  # 256 words of real prose are longer than 1000 characters
     ok = judge(" ".join(PROSE_WORDS[:256]), nlp, rules=rules)
     assert (ok.word_count, ok.language, ok.reason, ok.has_noun) == (256, "en", None, True)
     too_many = cheap(" ".join(PROSE_WORDS[:257]), rules=rules)
@@ -230,7 +221,7 @@ def test_frequency_boundary(occurrences: int, reason: str | None, detail: str | 
 
 
 def test_frequency_limit_follows_the_rules() -> None:
-    rules = TextRules(max_occurrences=1)
+    rules = TextRules(TextConfig(max_occurrences=1))
     assert cheap(CLEAN, 1, rules).reason is None
     assert (cheap(CLEAN, 2, rules).reason, cheap(CLEAN, 2, rules).detail) == (reasons.TOO_FREQUENT, "2")
 
@@ -352,14 +343,14 @@ def test_min_language_probability_boundary() -> None:
     caption = "a photo of a dog"
     language, p = identify_language(caption)
     assert language == "en" and 0.5 < p < 1.0
-    assert cheap(caption, rules=TextRules(min_language_probability=p)).reason is None
-    v = cheap(caption, rules=TextRules(min_language_probability=math.nextafter(p, 1.0)))
+    assert cheap(caption, rules=TextRules(TextConfig(min_language_probability=p))).reason is None
+    v = cheap(caption, rules=TextRules(TextConfig(min_language_probability=math.nextafter(p, 1.0))))
     assert (v.reason, v.detail) == (reasons.WRONG_LANGUAGE, f"en:{p:.3f}")
-    assert cheap(caption, rules=TextRules(min_language_probability=1.0)).reason == reasons.WRONG_LANGUAGE
+    assert cheap(caption, rules=TextRules(TextConfig(min_language_probability=1.0))).reason == reasons.WRONG_LANGUAGE
 
 
 def test_target_language_follows_the_rules() -> None:
-    rules = TextRules(language="de")
+    rules = TextRules(TextConfig(language="de"))
     assert cheap(GERMAN, rules=rules).reason is None
     v = cheap(CLEAN, rules=rules)
     assert v.reason == reasons.WRONG_LANGUAGE and v.detail.startswith("en:")
@@ -490,7 +481,7 @@ def test_proper_noun_counts_as_noun(nlp: Any) -> None:
     caption = "Taylor Swift performs live in London"  # PROPN only, no NOUN
     assert {t.pos_ for t in nlp(caption)} & {"NOUN", "PROPN"} == {"PROPN"}
     assert (judge(caption, nlp).reason, judge(caption, nlp).has_noun) == (None, True)
-    v = judge(caption, nlp, rules=TextRules(noun_pos=frozenset({"NOUN"})))
+    v = judge(caption, nlp, rules=TextRules(TextConfig(noun_pos=("NOUN",))))
     assert (v.reason, v.has_noun) == (reasons.NO_NOUN, False)
 
 
@@ -518,7 +509,7 @@ def test_spans_are_character_offsets_aligned_with_chunks(caption: str, nlp: Any)
         assert (chunk_span["root_lemma"], chunk_span["root_pos"]) == (chunk.root.lemma_, chunk.root.pos_)
         assert 0 <= ref_span["start"] <= chunk_span["start"] < chunk_span["end"] <= ref_span["end"] <= len(caption)
         assert span(caption, chunk_span) in span(caption, ref_span)
-    assert (v.has_noun, v.noun_chunk_spans, v.ref_exp_spans) == parse_spans(doc, DEFAULT.noun_pos)
+    assert (v.has_noun, v.noun_chunk_spans, v.ref_exp_spans) == parse_spans(doc, DEFAULT.config.noun_pos)
 
 
 def test_ref_exp_expands_to_the_subtree_of_the_root(nlp: Any) -> None:
@@ -607,7 +598,7 @@ def test_judge_captions_keeps_order_and_parses_only_survivors(nlp: Any, builtin_
     assert [v.reason for v in verdicts] == [r for _, _, r in batch]
     assert [v.text_length for v in verdicts] == [len(c) for c, _, _ in batch]
     assert counting.seen == [CLEAN, NO_NOUN_CAPTION, "A to Z"]
-    assert counting.batch_sizes == [builtin_rules.spacy_batch_size]  # one pipe call per batch
+    assert counting.batch_sizes == [builtin_rules.config.spacy_batch_size]  # one pipe call per batch
     for v in verdicts:
         parsed = v.reason in (None, reasons.NO_NOUN)
         assert (v.has_noun is not None, v.noun_chunk_spans is not None, v.ref_exp_spans is not None) == (parsed,) * 3
@@ -622,7 +613,7 @@ def test_judge_captions_never_parses_a_batch_of_rejects(nlp: Any) -> None:
 
 def test_judge_captions_passes_the_batch_size(nlp: Any) -> None:
     counting = CountingNlp(nlp)
-    list(judge_captions([CLEAN], [1], TextRules(spacy_batch_size=2), identify_language, counting))
+    list(judge_captions([CLEAN], [1], TextRules(TextConfig(spacy_batch_size=2)), identify_language, counting))
     assert counting.batch_sizes == [2]
 
 

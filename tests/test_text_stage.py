@@ -9,12 +9,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 from pyspark.testing import assertSchemaEqual
 
-from jobs.config import TextConfig
-from jobs.stage import ConservationError, count_stage
-from jobs.text import NORMALISED, normalise_caption_col, split_text, with_text_verdicts
+from jobs.errors import ConservationError
+from jobs.stage import count_stage
+from jobs.stages.text import NORMALISED, normalise_caption_col, split_text, with_text_verdicts
 from schemas import reasons
 from schemas.tables import TEXT_ACCEPTED
-from udfs.text_rules import TextRules, normalise_caption
+from udfs.text_rules import TextConfig, TextRules, normalise_caption
 
 pytestmark = pytest.mark.spark
 

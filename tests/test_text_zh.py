@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import ChineseTextConfig, ConfigError, TextConfig, load_config
-from jobs.text import rules_from_config, split_text, with_text_verdicts
+from jobs.config import load_config
+from jobs.errors import ConfigError
+from jobs.stages.text import rules_from_config, split_text, with_text_verdicts
 from schemas import reasons
 from udfs import resources
-from udfs.text_rules_zh import ChineseRules, find_zh_nsfw_word, is_word, judge_captions_zh, load_zh_word_list
+from udfs.text_rules import TextConfig
+from udfs.text_rules_zh import (
+    ChineseRules,
+    ChineseTextConfig,
+    find_zh_nsfw_word,
+    is_word,
+    judge_captions_zh,
+    load_zh_word_list,
+)
 
 
 def judge(caption: str, rules: ChineseRules | None = None, occurrences: int = 1):
     rules = rules or ChineseRules()
-    tools = resources.chinese_tools(rules.convert_traditional)
+    tools = resources.chinese_tools(rules.zh.convert_traditional)
     (verdict,) = judge_captions_zh([caption], [occurrences], rules, resources.identify_language, tools)
     return verdict
 
@@ -40,7 +49,7 @@ def test_rules_at_their_boundaries(caption, reason):
 
 def test_length_is_counted_in_characters_up_to_max_chars():
     base = "一只猫坐在红色的沙发上。"  # 12 characters, 7 words with the full stop not counted
-    rules = ChineseRules(max_chars=24, max_words=100)
+    rules = ChineseRules(zh=ChineseTextConfig(max_chars=24, max_words=100))
     assert judge(base * 2, rules).reason is None
     v = judge(base * 2 + "猫", rules)
     assert (v.reason, v.detail) == (reasons.TOO_LONG, "25")
@@ -49,7 +58,7 @@ def test_length_is_counted_in_characters_up_to_max_chars():
 def test_words_are_jieba_tokens_without_punctuation():
     v = judge("一只猫坐在红色的沙发上！！！")
     assert v.word_count == 7  # 一只 / 猫 / 坐在 / 红色 / 的 / 沙发 / 上
-    rules = ChineseRules(max_words=6)
+    rules = ChineseRules(zh=ChineseTextConfig(max_words=6))
     assert (judge("一只猫坐在红色的沙发上", rules).reason, judge("一只猫坐在红色的沙发上", rules).detail) == (
         reasons.TOO_MANY_WORDS,
         "7",
@@ -70,7 +79,7 @@ def test_traditional_script_is_tagged_on_its_simplified_form_and_spans_index_the
     assert converted.reason is None
     spans = {(s["start"], s["end"], s["root_lemma"]) for s in converted.noun_chunk_spans}
     assert (2, 4, "臺北") in spans and (5, 7, "夜景") in spans  # original script, original offsets
-    plain = judge(caption, ChineseRules(convert_traditional=False))
+    plain = judge(caption, ChineseRules(zh=ChineseTextConfig(convert_traditional=False)))
     assert "臺北" not in {s["root_lemma"] for s in plain.noun_chunk_spans}
     assert converted.ref_exp_spans == [{"start": s["start"], "end": s["end"]} for s in converted.noun_chunk_spans]
 
@@ -100,7 +109,7 @@ def test_no_builtin_chinese_list(caplog):
 
 
 def test_frequency_rule_is_shared_with_english():
-    rules = ChineseRules(max_occurrences=10)
+    rules = ChineseRules(text=TextConfig(language="zh", max_occurrences=10))
     assert judge("这是一张照片", rules, occurrences=10).reason is None
     assert judge("这是一张照片", rules, occurrences=11).reason == reasons.TOO_FREQUENT
 

@@ -2,7 +2,8 @@
 
 A crawl dump is hostile input. Every URL goes through ``Fetcher.fetch``, which
 never raises: it returns the body, or a reject reason from ``schemas.reasons``
-with a detail. What it enforces (DESIGN.md, "Fetching untrusted URLs safely"):
+with a detail. ``FetchConfig`` is the ``[fetch]`` config section: its fields are
+the defaults, and the object the fetcher is built from. What it enforces:
 
 - schemes: http and https; ``file://`` only with ``allow_file_urls``; plain
   paths only under ``local_root`` (resolved, so ``../`` cannot leave it);
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import os
 import random
+import re
 import socket
 import stat
 import threading
@@ -48,7 +51,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from schemas import reasons
+from schemas import __version__, reasons
 
 MAX_URL_CHARS = 8192
 CHUNK_BYTES = 64 * 1024
@@ -63,39 +66,76 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class FetchPolicy:
-    """What the fetcher may do; built from ``jobs.config.FetchConfig`` (same names)."""
+class FetchConfig:
+    """``[fetch]``: what the image stage's fetcher may do (hashable: one fetcher per worker and config)."""
 
     allow_networks: tuple[str, ...] = ()
+    """Networks (CIDR) exempt from the private-address refusal; empty: every private, loopback,
+    link-local, multicast and metadata address is refused. Tests and the demo allow 127.0.0.1/32."""
     allow_file_urls: bool = False
+    """Read file:// URLs (they read the executor's disk)."""
     local_root: str = ""
+    """Plain paths are read only under this folder (resolved, so ../ cannot leave it); "" = refused."""
     timeout: float = 10.0
+    """Total seconds per attempt: resolve + connect + headers + body."""
     connect_timeout: float = 5.0
+    """Seconds to resolve the host and to connect."""
     max_bytes: int = 20_000_000
+    """A bigger body ends as too-large (declared, or counted while streaming)."""
     max_redirects: int = 5
+    """Hops followed; every hop's address is checked again."""
     retries: int = 2
+    """Extra attempts on connection errors, 429 and 5xx (exponential backoff with full jitter)."""
     backoff: float = 0.5
+    """Seconds of the first backoff; it doubles per attempt."""
     max_retry_after: float = 10.0
+    """A server's Retry-After up to this many seconds is honoured; a longer one ends the row."""
     threads: int = 16
+    """Concurrent fetches per task."""
     max_per_host: int = 4
+    """Concurrent fetches per host within a task."""
     robots_optout_tokens: tuple[str, ...] = ("noai", "noimageai")
+    """X-Robots-Tag directives that opt an image out ([] = ignore the header); directives addressed
+    to another bot ("otherbot: noai") are ignored."""
     user_agent_token: str = "winnow"
+    """The bot name X-Robots-Tag directives may address, and the User-Agent's first word."""
     user_agent: str = ""
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> FetchPolicy:
-        values = {}
-        for name in cls.__dataclass_fields__:
-            value = getattr(cfg, name)
-            values[name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
+    """The User-Agent header; "" = winnow/<version> (+ the robots tokens honoured)."""
 
     def agent(self) -> str:
         if self.user_agent:
             return self.user_agent
-        from jobs import __version__
-
         return f"{self.user_agent_token}/{__version__} (image-text dataset curation; honours X-Robots-Tag noai)"
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        for cidr in self.allow_networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                yield "allow_networks", f"{cidr!r} is not a network such as 127.0.0.1/32"
+        for key in ("timeout", "connect_timeout"):
+            value = getattr(self, key)
+            if not (0 < value and math.isfinite(value)):
+                yield key, "must be a finite number of seconds above 0"
+        for key in ("backoff", "max_retry_after"):
+            value = getattr(self, key)
+            if not (0 <= value and math.isfinite(value)):
+                yield key, "must be a finite number of seconds, not negative"
+        if self.max_bytes < 1:
+            yield "max_bytes", "must be at least 1"
+        if self.max_redirects < 0:
+            yield "max_redirects", "must not be negative"
+        if self.retries < 0:
+            yield "retries", "must not be negative"
+        if self.threads < 1:
+            yield "threads", "must be at least 1"
+        if self.max_per_host < 1:
+            yield "max_per_host", "must be at least 1"
+        if re.fullmatch(r"[A-Za-z0-9_.-]+", self.user_agent_token) is None:
+            yield "user_agent_token", "must be one word (letters, digits, _ . -)"
+        if self.local_root and not os.path.isdir(self.local_root):
+            yield "local_root", f"not a folder: {self.local_root}"
 
 
 @dataclass
@@ -259,7 +299,7 @@ def host_key(url: str | None) -> str:
 class Fetcher:
     """One per Python worker process (``get_fetcher``): a pooled requests.Session shared by threads."""
 
-    def __init__(self, policy: FetchPolicy):
+    def __init__(self, policy: FetchConfig):
         self.policy = policy
         allow = tuple(ipaddress.ip_network(n, strict=False) for n in policy.allow_networks)
         self._guard = AddressGuard(allow, resolve_timeout=policy.connect_timeout)
@@ -479,7 +519,7 @@ def _short(exc: BaseException) -> str:
 
 
 @functools.cache
-def get_fetcher(policy: FetchPolicy) -> Fetcher:
+def get_fetcher(policy: FetchConfig) -> Fetcher:
     """The worker's fetcher for ``policy``: one pooled session per Python worker process."""
     return Fetcher(policy)
 

@@ -1,116 +1,113 @@
 """GRIT grounding rules as pure functions (no Spark, no global state).
 
+``GroundConfig`` is the ``[ground]`` config section: its fields are the rules'
+defaults, and the object the ground stage ships to its executors.
+
 Input per row: the caption's length, the text stage's ``noun_chunk_spans`` and
 aligned ``ref_exp_spans`` (``udfs.text_rules.parse_spans``), and the detector's
 boxes for that row (the Boxes table, validated with ``check_box``). Output: the
 GRIT release columns ``noun_chunks`` and ``ref_exps``, each a list of
 ``[start, end, x_min, y_min, x_max, y_max, score]`` aligned 1:1 and sorted by
-score, highest first (Kosmos-2 section 2; DESIGN.md "GRIT details").
+score, highest first (Kosmos-2 section 2, and the released rows).
 
 Steps, in order: drop chunks whose root lemma is an abstract noun; match boxes
-to chunks by exact span; keep boxes with score strictly above ``min_score``
-(0.65); greedy NMS across all boxes of the row, whatever their chunk;
-optionally drop expressions contained in another one (Kosmos-2 training).
+to chunks by exact span; keep boxes with score strictly above ``min_score``;
+greedy NMS across all boxes of the row, whatever their chunk; optionally drop
+expressions contained in another one (Kosmos-2 training). ``judge_row`` does
+all of it for one pair row with its boxes, and gives every box its verdict.
 
-NMS IoU threshold: GRIT does not publish it. 0.5 is the test-time default of
-the common two-stage detectors (torchvision's Faster R-CNN ``box_nms_thresh``,
-detectron2's ``NMS_THRESH_TEST``) and the overlap at which PASCAL VOC counts two
-boxes as the same object, so two boxes above it are taken to show one object.
-A box is suppressed when its IoU with a kept box is strictly greater than it.
+NMS IoU threshold: GRIT does not publish it. ``nms_iou``'s default is the
+test-time default of the common two-stage detectors (torchvision's Faster R-CNN
+``box_nms_thresh``, detectron2's ``NMS_THRESH_TEST``) and the overlap at which
+PASCAL VOC counts two boxes as the same object, so two boxes above it are taken
+to show one object. A box is suppressed when its IoU with a kept box is strictly
+greater than it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-# Reject reason codes. Box codes describe one row of the Boxes table; a row of
-# the pair table with no grounded expression left is rejected as NO_GROUNDING.
-BOX_SPAN_INVALID = "box-span-invalid"  # start/end missing, start < 0, end > caption length, or start >= end
-BOX_SCORE_INVALID = "box-score-invalid"  # score missing, NaN, or outside [0, 1]
-BOX_NO_IMAGE_SIZE = "box-no-image-size"  # pixel box, but the image's width/height is missing or not positive
-BOX_NOT_FINITE = "box-not-finite"  # a coordinate is missing, NaN or infinite
-BOX_OUTSIDE_IMAGE = "box-outside-image"  # a normalised coordinate outside [0, 1] (beyond BOX_EPSILON)
-BOX_DEGENERATE = "box-degenerate"  # x_min >= x_max or y_min >= y_max: inverted or zero area
-NO_GROUNDING = "no-grounding"  # no noun chunk of the caption keeps a box
-
-BOX_REASONS = (
-    BOX_SPAN_INVALID,
-    BOX_SCORE_INVALID,
-    BOX_NO_IMAGE_SIZE,
-    BOX_NOT_FINITE,
-    BOX_OUTSIDE_IMAGE,
-    BOX_DEGENERATE,
-)
-
-# What became of a box that passed check_box (GroundingResult.outcomes).
-KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED = (
-    "kept",
-    "abstract",
-    "unmatched",
-    "below-score",
-    "suppressed",
-    "contained",
-)
+from schemas import reasons
 
 # Rounding slack of detectors that write 1.0000001 or -1e-8: clipped, not rejected.
 BOX_EPSILON = 1e-6
-
-DEFAULT_ABSTRACT_NOUNS = frozenset(
-    {
-        "time",
-        "life",
-        "love",
-        "freedom",
-        "happiness",
-        "wisdom",
-        "peace",
-        "justice",
-        "hope",
-        "courage",
-        "faith",
-        "understanding",
-        "advantage",
-        "pursuit",
-    }
-)
+# Valid boxes grounded per pair row, best scores first; the rest are box-too-many. Detectors
+# emit tens to a few hundred boxes per image (DETR: 100 queries, OWLv2: its top-k), so this only
+# bites on a broken detector job; it bounds greedy NMS (quadratic) and the row's output size.
+MAX_BOXES_PER_ROW = 1000
 
 # (start, end, x_min, y_min, x_max, y_max, score); start/end are caption character offsets, end exclusive.
 Box = tuple[int, int, float, float, float, float, float]
 
 
 @dataclass(frozen=True)
-class GroundingRules:
-    """Thresholds of the grounding stage, small enough to ship to executors.
-
-    ``abstract_nouns`` is stored lower-cased and matched against the lower-cased
-    lemma of each chunk's root. With ``drop_contained``, of several expressions
-    with the same span only the highest-scored one is kept.
-    """
+class GroundConfig:
+    """``[ground]``: GRIT's grounding rules (Kosmos-2 section 2) and where the boxes come from."""
 
     min_score: float = 0.65
+    """GRIT: keep boxes with a score strictly above this."""
     nms_iou: float = 0.5
-    abstract_nouns: frozenset[str] = DEFAULT_ABSTRACT_NOUNS
+    """NMS IoU threshold across all boxes of an image (GRIT does not publish it; udfs/grounding.py
+    says why this default)."""
+    abstract_nouns: tuple[str, ...] = (
+        "advantage",
+        "courage",
+        "faith",
+        "freedom",
+        "happiness",
+        "hope",
+        "justice",
+        "life",
+        "love",
+        "peace",
+        "pursuit",
+        "time",
+        "understanding",
+        "wisdom",
+    )
+    """Chunks whose root lemma is one of these are not grounded (the list a GRIT maintainer gave as
+    the abstract nouns they used; matched lower-cased against the chunk root's lemma)."""
     drop_contained: bool = False
+    """Kosmos-2 training mode: drop expressions contained in another one (the release keeps them)."""
+    boxes_in_pixels: bool = False
+    """The Boxes table is in pixels: divided by the pair's width / height (needs the image stage)."""
+    boxes: str = ""
+    """The Boxes table (parquet, schemas.tables.BOXES; `winnow detect` writes one); --boxes PATH."""
+    detector: str = ""
+    """Or detect in the same job: a detector plug-in "package.module:callable" (udfs/detectors.py's
+    contract) run over the kept images (needs the image stage with image.keep_bytes = true)."""
+    grit_input: str = ""
+    """Or a GRIT release's own boxes (--input-format grit; its noun_chunks read as the Boxes table):
+    "refilter" uses the release's chunk and expression spans as they are (no parse; the text stage
+    must not run, it would rewrite the caption the spans index); "reground" parses again with the
+    text stage and matches the boxes to its chunks."""
 
-    def __post_init__(self) -> None:
+    @cached_property
+    def abstract_lemmas(self) -> frozenset[str]:
+        """``abstract_nouns`` lower-cased, for the look-up."""
+        return frozenset(w.strip().lower() for w in self.abstract_nouns)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        if self.grit_input not in GRIT_INPUT_MODES:
+            yield "grit_input", f"{self.grit_input!r} is not one of refilter, reground (or empty: off)"
+        # min_score 1.0 keeps no box (scores are at most 1): allowed, a way to switch grounding off.
         if not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+            yield "min_score", "must be within [0, 1]"
         if not 0.0 <= self.nms_iou <= 1.0:
-            raise ValueError(f"nms_iou must be in [0, 1], got {self.nms_iou}")
-        object.__setattr__(self, "abstract_nouns", frozenset(w.strip().lower() for w in self.abstract_nouns))
+            yield "nms_iou", "must be within [0, 1] (1 = no suppression)"
+        for noun in self.abstract_nouns:
+            if not noun.strip() or " " in noun.strip():
+                yield "abstract_nouns", f"{noun!r} is not one word (they are matched against the chunk root's lemma)"
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> GroundingRules:
-        """From the ``[ground]`` config section (any object with these attribute names)."""
-        return cls(
-            min_score=cfg.min_score,
-            nms_iou=cfg.nms_iou,
-            abstract_nouns=frozenset(cfg.abstract_nouns),
-            drop_contained=cfg.drop_contained,
-        )
+
+GRIT_INPUT_MODES = ("", "refilter", "reground")
 
 
 def _finite(value: Any) -> bool:
@@ -144,22 +141,22 @@ def check_box(
     positive area.
     """
     if start is None or end is None or start < 0 or end > caption_length or start >= end:
-        return None, BOX_SPAN_INVALID
+        return None, reasons.BOX_SPAN_INVALID
     if not _finite(score) or not 0.0 <= score <= 1.0:
-        return None, BOX_SCORE_INVALID
+        return None, reasons.BOX_SCORE_INVALID
     if pixels and not (_finite(width) and _finite(height) and width > 0 and height > 0):
-        return None, BOX_NO_IMAGE_SIZE
+        return None, reasons.BOX_NO_IMAGE_SIZE
     coords = (x_min, y_min, x_max, y_max)
     if not all(_finite(c) for c in coords):
-        return None, BOX_NOT_FINITE
+        return None, reasons.BOX_NOT_FINITE
     if pixels:
         coords = (x_min / width, y_min / height, x_max / width, y_max / height)
     clipped = [_clip_unit(float(c)) for c in coords]
     if any(c is None for c in clipped):
-        return None, BOX_OUTSIDE_IMAGE
+        return None, reasons.BOX_OUTSIDE_IMAGE
     x0, y0, x1, y1 = clipped
     if x0 >= x1 or y0 >= y1:
-        return None, BOX_DEGENERATE
+        return None, reasons.BOX_DEGENERATE
     return (int(start), int(end), x0, y0, x1, y1, float(score)), None
 
 
@@ -205,15 +202,15 @@ class GroundingResult:
     boxes_in: int = 0
     abstract: int = 0  # on a chunk whose root lemma is an abstract noun
     unmatched: int = 0  # span equal to no noun chunk of the caption
-    below_score: int = 0  # score <= min_score
+    below_score: int = 0  # score not above min_score
     suppressed: int = 0  # removed by NMS
     contained: int = 0  # drop_contained: expression inside (or equal to) a higher-ranked one
-    outcomes: list[str] = field(default_factory=list)  # per input box, in input order: KEPT, ABSTRACT, ...
+    outcomes: list[str] = field(default_factory=list)  # per input box, in input order: reasons.KEPT, ...
 
     @property
     def reason(self) -> str | None:
         """NO_GROUNDING when nothing is left, else None."""
-        return None if self.noun_chunks else NO_GROUNDING
+        return None if self.noun_chunks else reasons.NO_GROUNDING
 
 
 def _drop_contained(entries: list[tuple[Box, tuple[int, int], int]]) -> list[tuple[Box, tuple[int, int], int]]:
@@ -239,7 +236,7 @@ def ground(
     noun_chunks: Sequence[dict[str, Any]],
     ref_exps: Sequence[dict[str, int]],
     boxes: Iterable[Box],
-    rules: GroundingRules,
+    rules: GroundConfig,
 ) -> GroundingResult:
     """Ground one row: the chunks' boxes that pass the rules, with their referring expressions.
 
@@ -257,7 +254,7 @@ def ground(
     chunks: dict[tuple[int, int], tuple[tuple[int, int], bool]] = {}
     for chunk, ref in zip(noun_chunks, ref_exps, strict=True):
         lemma = (chunk["root_lemma"] or "").lower()
-        chunks.setdefault((chunk["start"], chunk["end"]), ((ref["start"], ref["end"]), lemma in rules.abstract_nouns))
+        chunks.setdefault((chunk["start"], chunk["end"]), ((ref["start"], ref["end"]), lemma in rules.abstract_lemmas))
 
     result = GroundingResult()
     scored: list[Box] = []
@@ -267,17 +264,17 @@ def ground(
         match = chunks.get((box[0], box[1]))
         if match is None:
             result.unmatched += 1
-            result.outcomes.append(UNMATCHED)
+            result.outcomes.append(reasons.UNMATCHED)
         elif match[1]:
             result.abstract += 1
-            result.outcomes.append(ABSTRACT)
+            result.outcomes.append(reasons.ABSTRACT)
         elif not box[6] > rules.min_score:
             result.below_score += 1
-            result.outcomes.append(BELOW_SCORE)
+            result.outcomes.append(reasons.BELOW_SCORE)
         else:
             scored.append(tuple(box))
             scored_at.append(i)
-            result.outcomes.append(SUPPRESSED)  # until NMS keeps it
+            result.outcomes.append(reasons.SUPPRESSED)  # until NMS keeps it
 
     kept_at = nms(scored, rules.nms_iou)
     result.suppressed = len(scored) - len(kept_at)
@@ -287,11 +284,99 @@ def ground(
         survivors = _drop_contained(entries)
         result.contained = len(entries) - len(survivors)
         for _, _, i in set(entries) - set(survivors):
-            result.outcomes[i] = CONTAINED
+            result.outcomes[i] = reasons.CONTAINED
         entries = survivors
 
     for box, (ref_start, ref_end), i in entries:
-        result.outcomes[i] = KEPT
+        result.outcomes[i] = reasons.KEPT
         result.noun_chunks.append(list(box))
         result.ref_exps.append([ref_start, ref_end, *box[2:]])
     return result
+
+
+# --- one pair row with its boxes ---------------------------------------------------------------
+
+
+@dataclass
+class RowVerdict:
+    """One joined row: the pair's GRIT columns and reason, and one verdict per box."""
+
+    noun_chunks: list[list[float]] = field(default_factory=list)
+    ref_exps: list[list[float]] = field(default_factory=list)
+    reason: str | None = None
+    detail: str | None = None
+    boxes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _box_detail(code: str, box: dict[str, Any], caption_length: int, width: Any, height: Any) -> str:
+    if code == reasons.BOX_SPAN_INVALID:
+        return f"span {box['start']}..{box['end']}, caption has {caption_length} characters"
+    if code == reasons.BOX_SCORE_INVALID:
+        return f"score {box['score']}"
+    if code == reasons.BOX_NO_IMAGE_SIZE:
+        return f"pixel box, image width {width} height {height}"
+    return f"box ({box['x_min']}, {box['y_min']}, {box['x_max']}, {box['y_max']})"
+
+
+def _summary(chunks: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> str:
+    """``detail`` of a pair row: its boxes counted per outcome, then per reject reason."""
+    counts = Counter(v["outcome"] or v["reason"] for v in verdicts)
+    order = [*reasons.BOX_OUTCOMES, *reasons.BOX_REASONS]
+    parts = [f"{counts[k]} {k}" for k in order if counts[k]]
+    text = f"boxes {len(verdicts)}" + (": " + ", ".join(parts) if parts else "")
+    return text if chunks else f"no noun chunks; {text}"
+
+
+def judge_row(
+    caption: str | None,
+    chunks: list[dict[str, Any]] | None,
+    refs: list[dict[str, int]] | None,
+    width: float | None,
+    height: float | None,
+    boxes: list[dict[str, Any]] | None,
+    rules: GroundConfig,
+    pixels: bool,
+) -> RowVerdict:
+    """Check one pair's boxes, ground the pair, and give every box its verdict (in input order)."""
+    boxes = boxes or []
+    verdicts = [{**b, "reason": None, "outcome": None, "detail": None} for b in boxes]
+    chunks, refs = chunks or [], refs or []
+    caption_length = len(caption or "")  # Python characters: parse_spans' offsets
+    valid: list[tuple[int, Box]] = []
+    for i, b in enumerate(boxes):
+        box, code = check_box(
+            b["start"],
+            b["end"],
+            b["x_min"],
+            b["y_min"],
+            b["x_max"],
+            b["y_max"],
+            b["score"],
+            caption_length,
+            width,
+            height,
+            pixels,
+        )
+        if code is not None:
+            verdicts[i]["reason"] = code
+            verdicts[i]["detail"] = _box_detail(code, b, caption_length, width, height)
+        else:
+            valid.append((i, box))
+
+    if len(valid) > MAX_BOXES_PER_ROW:
+        valid.sort(key=lambda ib: (-ib[1][6], ib[1][:6], ib[0]))  # best score first, then a total order
+        for i, _ in valid[MAX_BOXES_PER_ROW:]:
+            verdicts[i]["reason"] = reasons.BOX_TOO_MANY
+            verdicts[i]["detail"] = f"{len(valid)} valid boxes for one pair; the {MAX_BOXES_PER_ROW} best are used"
+        valid = valid[:MAX_BOXES_PER_ROW]
+
+    used = [box for _, box in valid]
+    try:
+        result = ground(caption_length, chunks, refs, used, rules)
+    except ValueError as exc:  # spans that do not fit the caption: this row's input is inconsistent
+        for i, _ in valid:
+            verdicts[i]["outcome"] = reasons.ERROR
+        return RowVerdict(reason=reasons.GROUND_ERROR, detail=str(exc)[:500], boxes=verdicts)
+    for (i, _), outcome in zip(valid, result.outcomes, strict=True):
+        verdicts[i]["outcome"] = outcome
+    return RowVerdict(result.noun_chunks, result.ref_exps, result.reason, _summary(chunks, verdicts), verdicts)

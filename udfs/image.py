@@ -1,14 +1,17 @@
 """COYO image rules, pHash and img2dataset-style resizing on image bytes: pure Python, no Spark.
 
-``inspect_image(data, rules)`` applies the rules in this order, cheapest first,
-and returns the first failure as a reject reason (``schemas.reasons``):
+``ImageConfig`` is the ``[image]`` config section: its fields are the rules'
+defaults (the COYO-700M values), and the object the image stage ships to its
+executors. ``inspect_image(data, cfg)`` applies the rules in this order,
+cheapest first, and returns the first failure as a reject reason
+(``schemas.reasons``):
 
-1. file size >= ``min_bytes`` (COYO: 5 KB, read as 5 KiB);
+1. file size >= ``min_bytes``;
 2. Pillow identifies the format from the header;
 3. width x height <= ``max_pixels``: read from the header, so a decompression
    bomb is refused before a single pixel is allocated;
-4. min(width, height) >= ``min_side`` (COYO: 200);
-5. long side / short side <= ``max_aspect_ratio`` (COYO: 3.0);
+4. min(width, height) >= ``min_side``;
+5. long side / short side <= ``max_aspect_ratio``;
 6. Pillow decodes the whole image (COYO: "Pillow can decode it"; a truncated
    file fails here).
 
@@ -17,11 +20,15 @@ applied, as in COYO's columns), ``image_bytes_size``, ``image_format`` and
 ``image_phash`` = ``str(imagehash.phash(image))`` on the decoded image: the
 same function, so the same 16 hex digits as COYO's ``image_phash``. With
 ``phash = "fast"`` a JPEG is decoded at a reduced scale first (libjpeg's DCT
-scaling), which changes a few pHashes; README gives the agreement rate.
+scaling), which changes a few pHashes (docs/stages/image.md gives the
+agreement rate).
 
 ``keep_bytes`` re-encodes the image as JPEG resized the way img2dataset's
 ``resize_mode`` does, after applying the EXIF orientation (a training image
 must look the right way up), transparency flattened onto white.
+
+``phash_verdict`` hashes any image for an evaluation-set blocklist: every
+COYO threshold off, the pixel limit kept.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,28 +49,75 @@ from schemas import reasons
 # The fast pHash decodes JPEGs at no less than this size (pHash itself works on 32x32).
 FAST_PHASH_MIN_SIDE = 256
 EXIF_ORIENTATION = 0x0112
+RESIZE_MODES = ("keep_ratio", "center_crop", "no")  # img2dataset's resize modes
+PHASH_MODES = ("exact", "fast")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 @dataclass(frozen=True)
-class ImageRules:
-    """The image rules and output options; built from ``jobs.config.ImageConfig`` (same names)."""
+class ImageConfig:
+    """``[image]``: the COYO image-level rules, and what the image stage keeps of each image."""
 
     min_bytes: int = 5 * 1024
+    """COYO: the image file is at least 5 KB (read as KiB)."""
     max_aspect_ratio: float = 3.0
+    """COYO: long side / short side is at most this."""
     min_side: int = 200
+    """COYO: min(width, height) is at least this many pixels."""
     max_pixels: int = 89_478_485
+    """Refused from the header, before decoding: width x height above this is a decompression bomb
+    (Pillow's own MAX_IMAGE_PIXELS)."""
+    nsfw_score_columns: tuple[str, ...] = ("nsfw_score_opennsfw2", "nsfw_score_gantman")
+    """Input columns with NSFW model scores (COYO's), checked before fetching when the input has them."""
+    max_nsfw_score: float = 0.5
+    """COYO drops a row whose NSFW score is at or above this."""
     phash: str = "exact"
+    """exact: str(imagehash.phash(image)); fast: a JPEG draft decode first (a few hashes differ)."""
     keep_bytes: bool = False
+    """Keep the image, resized as img2dataset does, as the binary column `image` (JPEG)."""
     image_size: int = 256
+    """The kept image's size (img2dataset's image_size)."""
     resize_mode: str = "keep_ratio"
+    """keep_ratio | center_crop | no (img2dataset's resize_mode)."""
     resize_only_if_bigger: bool = False
+    """Never enlarge a kept image (img2dataset's resize_only_if_bigger)."""
     encode_quality: int = 95
+    """JPEG quality of the kept image."""
+    batch_size: int = 64
+    """Rows per Arrow batch into and out of the image UDF (bounds image bytes in memory)."""
+    partitions: int = 0
+    """Tasks for the image stage; 0 = 3 per core."""
 
-    @classmethod
-    def from_config(cls, cfg: Any) -> ImageRules:
-        return cls(**{name: getattr(cfg, name) for name in cls.__dataclass_fields__})
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        if self.min_bytes < 0:
+            yield "min_bytes", "must not be negative"
+        if self.max_aspect_ratio < 1.0:
+            yield "max_aspect_ratio", "must be at least 1.0 (long side / short side)"
+        if self.min_side < 1:
+            yield "min_side", "must be at least 1"
+        if self.max_pixels < 1:
+            yield "max_pixels", "must be at least 1"
+        if not 0.0 <= self.max_nsfw_score <= 1.0:
+            yield "max_nsfw_score", "must be within [0, 1]"
+        if self.phash not in PHASH_MODES:
+            yield "phash", f"{self.phash!r} is not one of {', '.join(PHASH_MODES)}"
+        if self.image_size < 1:
+            yield "image_size", "must be at least 1"
+        if self.resize_mode not in RESIZE_MODES:
+            yield "resize_mode", f"{self.resize_mode!r} is not one of {', '.join(RESIZE_MODES)}"
+        if not 1 <= self.encode_quality <= 100:
+            yield "encode_quality", "must be within [1, 100]"
+        if self.batch_size < 1:
+            yield "batch_size", "must be at least 1"
+        if self.partitions < 0:
+            yield "partitions", "must not be negative (0 = 3 per core)"
+
+
+# A blocklist wants every image of an evaluation set, so every COYO threshold is off; the pixel
+# limit stays (the image stage's), so a decompression bomb costs a header read, not memory.
+BLOCKLIST_RULES = ImageConfig(min_bytes=0, max_aspect_ratio=1e9, min_side=1, phash="exact")
 
 
 @dataclass
@@ -90,7 +145,7 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def inspect_image(data: bytes, rules: ImageRules) -> ImageVerdict:
+def inspect_image(data: bytes, rules: ImageConfig) -> ImageVerdict:
     """Apply the COYO image rules to ``data``; never raises."""
     size = len(data)
     if size < rules.min_bytes:
@@ -112,7 +167,7 @@ def inspect_image(data: bytes, rules: ImageRules) -> ImageVerdict:
             img.close()
 
 
-def _inspect_open(img: Image.Image, size: int, rules: ImageRules) -> ImageVerdict:
+def _inspect_open(img: Image.Image, size: int, rules: ImageConfig) -> ImageVerdict:
     width, height = img.size
     fmt = (img.format or "").lower() or None
     measures = {"width": width, "height": height, "image_bytes_size": size, "image_format": fmt}
@@ -149,6 +204,19 @@ def phash_bytes(data: bytes) -> str | None:
                 return str(imagehash.phash(img))
         except Exception:
             return None
+
+
+def phash_verdict(data: bytes | None) -> tuple[str | None, str | None, str | None]:
+    """``(image_phash, reason, detail)`` of one image for a blocklist; exactly one of hash and reason is set."""
+    if data is None:
+        return None, reasons.IMAGE_MISSING, "the row has no image bytes"
+    try:
+        verdict = inspect_image(data, BLOCKLIST_RULES)
+    except Exception as exc:  # inspect_image does not raise; a bug must cost one row, not the job
+        return None, reasons.IMAGE_ERROR, f"{type(exc).__name__}: {exc}"[:500]
+    if verdict.reason is not None:
+        return None, verdict.reason, verdict.detail
+    return verdict.image_phash, None, None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -195,7 +263,7 @@ def resize(img: Image.Image, size: int, mode: str, only_if_bigger: bool) -> Imag
     return scaled
 
 
-def encode_resized(img: Image.Image, rules: ImageRules) -> bytes:
+def encode_resized(img: Image.Image, rules: ImageConfig) -> bytes:
     """The kept image: EXIF orientation applied, RGB, resized, JPEG at ``encode_quality``."""
     # exif_transpose copies the image even when there is nothing to turn: look first.
     turned = img.getexif().get(EXIF_ORIENTATION, 1) not in (None, 1)

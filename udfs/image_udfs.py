@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 
 from schemas import reasons
-from udfs.fetch import FetchPolicy, get_fetcher, host_key, map_bounded
-from udfs.image import ImageRules, ImageVerdict, inspect_image, rejected
+from udfs.fetch import FetchConfig, get_fetcher, host_key, map_bounded
+from udfs.image import ImageConfig, ImageVerdict, inspect_image, rejected
 
 # Images decoded at once per Python worker (= per task). Decoding is CPU work, so one per
 # core is all the CPU can use; the fetch threads overlap only their network waits. This
@@ -28,7 +28,7 @@ VERDICT_FIELDS = ("reason", "detail", "width", "height", "image_bytes_size", "im
 VERDICT_TYPES = (pa.string(), pa.string(), pa.int32(), pa.int32(), pa.int64(), pa.string(), pa.string(), pa.binary())
 
 
-def judge_one(payload: str | bytes | None, from_bytes: bool, policy: FetchPolicy, rules: ImageRules) -> ImageVerdict:
+def judge_one(payload: str | bytes | None, from_bytes: bool, policy: FetchConfig, rules: ImageConfig) -> ImageVerdict:
     """Fetch (or take) one image and apply the rules; never raises."""
     try:
         if from_bytes:
@@ -54,8 +54,8 @@ def _verdict_arrays(verdicts: list[ImageVerdict]) -> list[pa.Array]:
 
 
 def image_mapper(
-    policy: FetchPolicy,
-    rules: ImageRules,
+    policy: FetchConfig,
+    rules: ImageConfig,
     url_col: str = "url",
     bytes_col: str | None = None,
     batch_size: int = 64,

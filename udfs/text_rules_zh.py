@@ -1,7 +1,9 @@
 """Chinese text rules (TaiSu and other Chinese captions) as pure functions: ``text.language = "zh"``.
 
-The same rule order and reason codes as the COYO rules of ``udfs.text_rules``,
-cheap first, with Chinese measures:
+``ChineseTextConfig`` is the ``[text_zh]`` config section (its fields are the
+defaults); the language, its probability and the frequency rule come from
+``[text]``. The same rule order and reason codes as the COYO rules of
+``udfs.text_rules``, cheap first, with Chinese measures:
 
 1. length in characters of the normalised caption (``text_zh.min_chars`` /
    ``max_chars``; Chinese has no spaces, so characters are the unit);
@@ -35,16 +37,13 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from schemas import reasons
-from udfs.text_rules import LanguageId, Verdict, check_language_and_frequency
-
-# jieba's noun flags (its dictionary's tag set, ICTCLAS-style).
-DEFAULT_NOUN_FLAGS = ("n", "ng", "nr", "nrfg", "nrt", "ns", "nt", "nz")
+from udfs.text_rules import LanguageId, TextConfig, Verdict, check_language_and_frequency
 
 
 def is_word(token: str) -> bool:
@@ -73,23 +72,63 @@ def find_zh_nsfw_word(text: str, words: tuple[str, ...]) -> str | None:
 
 
 @dataclass(frozen=True)
-class ChineseRules:
-    """Thresholds and word lists of the Chinese rule set, small enough to ship to executors."""
+class ChineseTextConfig:
+    """``[text_zh]``: the Chinese rule set, used when text.language = "zh" (TaiSu and other Chinese
+    captions). Lengths in characters of the normalised caption. Our defaults, not published numbers:
+    5 characters is about two or three Chinese words, the shortest useful caption (COYO's "more than
+    5 characters" is about one English word); 256 characters is about COYO's 1000 English characters
+    in words (a Chinese word is 1.5 to 2 characters, an English one about 5 with its space)."""
 
     min_chars: int = 5
+    """Characters (about two or three Chinese words)."""
     max_chars: int = 256
+    """Characters (about COYO's 1000 English characters, in words)."""
     min_words: int = 2
+    """jieba words, punctuation not counted: a caption needs more than one word (COYO's third
+    English word is often an article, which Chinese lacks)."""
     max_words: int = 128
-    language: str = "zh"
-    min_language_probability: float = 0.0
-    max_occurrences: int = 10
-    nsfw_words: tuple[str, ...] = ()
-    noun_flags: frozenset[str] = frozenset(DEFAULT_NOUN_FLAGS)
+    """jieba words."""
+    noun_flags: tuple[str, ...] = ("n", "ng", "nr", "nrfg", "nrt", "ns", "nt", "nz")
+    """jieba.posseg flags that count as "contains a noun" (its noun tags)."""
+    nsfw_word_lists: tuple[str, ...] = ()
+    """Chinese NSFW word lists (one entry per line, '#' comments), matched as substrings. None is
+    built in: with no list the NSFW rule is off for Chinese (the job logs it)."""
     convert_traditional: bool = True
+    """Segment, tag and look words up on OpenCC's t2s conversion (jieba's dictionary is simplified
+    Chinese); the caption is kept as written."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        for key in ("min_chars", "max_chars", "min_words", "max_words"):
+            if getattr(self, key) < 0:
+                yield key, "must not be negative"
+        if self.min_chars > self.max_chars:
+            yield "min_chars", f"{self.min_chars} is above text_zh.max_chars {self.max_chars}"
+        if self.min_words > self.max_words:
+            yield "min_words", f"{self.min_words} is above text_zh.max_words {self.max_words}"
+        if not self.noun_flags:
+            yield "noun_flags", "must name at least one jieba flag"
+        for flag in self.noun_flags:
+            if re.fullmatch(r"[a-z]{1,5}", flag) is None:
+                yield "noun_flags", f"{flag!r} is not a jieba flag"
+        for path in self.nsfw_word_lists:
+            if not Path(path).is_file():
+                yield "nsfw_word_lists", f"file not found: {path}"
+
+
+@dataclass(frozen=True)
+class ChineseRules:
+    """``[text]`` (language, frequency), ``[text_zh]`` and the Chinese NSFW words: shipped to executors."""
+
+    text: TextConfig = TextConfig(language="zh")
+    zh: ChineseTextConfig = ChineseTextConfig()
+    nsfw_words: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, text: Any, zh: Any, convert: Callable[[str], str] | None = None) -> ChineseRules:
-        """From ``jobs.config`` TextConfig (language, frequency) and ChineseTextConfig; lists read here.
+    def from_config(
+        cls, text: TextConfig, zh: ChineseTextConfig, convert: Callable[[str], str] | None = None
+    ) -> ChineseRules:
+        """The sections with the word lists read (here, on the driver).
 
         List entries are converted to simplified script with ``convert`` (the
         captions are, before the look-up) so one list catches both scripts.
@@ -99,18 +138,7 @@ class ChineseRules:
             lines.extend(Path(path).read_text(encoding="utf-8").splitlines())
         if zh.convert_traditional and convert is not None:
             lines = [convert(line) for line in lines]
-        return cls(
-            min_chars=zh.min_chars,
-            max_chars=zh.max_chars,
-            min_words=zh.min_words,
-            max_words=zh.max_words,
-            language=text.language,
-            min_language_probability=text.min_language_probability,
-            max_occurrences=text.max_occurrences,
-            nsfw_words=load_zh_word_list(lines),
-            noun_flags=frozenset(zh.noun_flags),
-            convert_traditional=zh.convert_traditional,
-        )
+        return cls(text, zh, load_zh_word_list(lines))
 
 
 class ChineseTools:
@@ -131,7 +159,7 @@ class ChineseTools:
     def count_words(self, text: str) -> int:
         return sum(1 for token in self.tokenizer.cut(text) if is_word(token))
 
-    def nouns(self, text: str, flags: frozenset[str]) -> list[tuple[int, int, str, str]]:
+    def nouns(self, text: str, flags: Container[str]) -> list[tuple[int, int, str, str]]:
         """(start, end, word, flag) of every word posseg tags with one of ``flags``."""
         out = []
         at = 0
@@ -147,23 +175,24 @@ def check_cheap_rules_zh(
     caption: str, simplified: str, occurrences: int, rules: ChineseRules, tools: ChineseTools, identify: LanguageId
 ) -> Verdict:
     """Every rule but the noun check, cheapest first; ``reason`` is the first failure."""
+    zh = rules.zh
     n_chars = len(caption)
     v = Verdict(text_length=n_chars, word_count=0)
-    if n_chars < rules.min_chars:
+    if n_chars < zh.min_chars:
         v.reason, v.detail = reasons.TOO_SHORT, str(n_chars)
         return v
-    if n_chars > rules.max_chars:
+    if n_chars > zh.max_chars:
         v.reason, v.detail = reasons.TOO_LONG, str(n_chars)
         return v
     v.word_count = tools.count_words(simplified)
-    if v.word_count < rules.min_words:
+    if v.word_count < zh.min_words:
         v.reason, v.detail = reasons.TOO_FEW_WORDS, str(v.word_count)
-    elif v.word_count > rules.max_words:
+    elif v.word_count > zh.max_words:
         v.reason, v.detail = reasons.TOO_MANY_WORDS, str(v.word_count)
     elif (word := find_zh_nsfw_word(simplified, rules.nsfw_words)) is not None:
         v.reason, v.detail = reasons.NSFW_WORD, word
     else:
-        check_language_and_frequency(v, caption, occurrences, rules, identify)
+        check_language_and_frequency(v, caption, occurrences, rules.text, identify)
     return v
 
 
@@ -172,10 +201,10 @@ def judge_captions_zh(
 ) -> Iterator[Verdict]:
     """Verdicts for a batch of distinct normalised captions, in order; posseg only on survivors."""
     for caption, n in zip(captions, occurrences, strict=True):
-        simplified = tools.simplified(caption) if rules.convert_traditional else caption
+        simplified = tools.simplified(caption) if rules.zh.convert_traditional else caption
         v = check_cheap_rules_zh(caption, simplified, n, rules, tools, identify)
         if v.reason is None:
-            nouns = tools.nouns(simplified, rules.noun_flags)
+            nouns = tools.nouns(simplified, rules.zh.noun_flags)
             v.has_noun = bool(nouns)
             v.noun_chunk_spans = [
                 {"start": s, "end": e, "root_lemma": caption[s:e], "root_pos": flag} for s, e, _, flag in nouns

@@ -26,9 +26,9 @@ def judge_captions_udf(rules: TextRules | ChineseRules):
     @pandas_udf(TEXT_VERDICT)
     def judge(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
         if isinstance(rules, ChineseRules):
-            tools = resources.chinese_tools(rules.convert_traditional)
+            tools = resources.chinese_tools(rules.zh.convert_traditional)
         else:
-            nlp = resources.spacy_pipeline(rules.spacy_model)
+            nlp = resources.spacy_pipeline(rules.config.spacy_model)
         for captions, occurrences in batches:
             texts, counts = captions.tolist(), occurrences.tolist()
             if isinstance(rules, ChineseRules):

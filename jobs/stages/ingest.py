@@ -1,6 +1,7 @@
 """Ingest: read a source into the canonical pair table (id, url, caption, dump + source columns).
 
-Formats (``ingest.input_format`` / ``--input-format``):
+The first stage of every run (``IngestStage``); ``IngestConfig`` is its
+``[ingest]`` config section. Formats (``ingest.input_format`` / ``--input-format``):
 
 - ``parquet``, ``csv``, ``tsv``, ``jsonl``: generic URL lists, columns named
   img2dataset-style with ``--url-col`` (default ``url``), ``--caption-col``
@@ -14,7 +15,7 @@ Formats (``ingest.input_format`` / ``--input-format``):
   per caption (``caption_kind`` says which; the ``org_caption`` row of the
   default gets the id of ``<url>#org_caption``, so ids stay unique), and
   each is filtered on its own;
-- ``taisu``: TaiSu's caption JSON + image tars (``jobs.taisu``);
+- ``taisu``: TaiSu's caption JSON + image tars (``jobs.stages.taisu``);
 - ``img2dataset-parquet``: img2dataset's ``--output_format parquet`` (only
   ``*.parquet`` files are read, so its ``*_stats.json`` are skipped): ``url``,
   ``caption``, ``key``, ``status``, ``error_message``, ``width``, ``height``,
@@ -61,20 +62,38 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegralType, StructType
 
-from jobs import taisu
-from jobs.config import IngestConfig
-from jobs.stage import accepted_rows, rejected_rows
+from jobs.errors import WinnowError
+from jobs.stage import Stage, accepted_rows, rejected_rows
+from jobs.stages import taisu
+from jobs.storage import FileStore
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, PAIR, TEXT_VERDICT, WEBDATASET_SAMPLE, col_ref
 from udfs import wds
 
 STAGE = reasons.INGEST
+INPUT_FORMATS = (
+    "auto",
+    "parquet",
+    "csv",
+    "tsv",
+    "jsonl",
+    "coyo",
+    "grit",
+    "recap",
+    "img2dataset-parquet",
+    "webdataset",
+    "taisu",
+)
+TAISU_CAPTIONS = ("web", "generated", "web-then-generated", "both")
 GENERIC_FORMATS = ("parquet", "csv", "tsv", "jsonl")
 PARQUET_FORMATS = ("parquet", "coyo", "grit", "recap")
 _EXTENSIONS = {
@@ -106,8 +125,57 @@ _I2D_MARKERS = ("key", "status", "error_message")
 log = logging.getLogger("winnow")
 
 
-class IngestError(ValueError):
+class IngestError(WinnowError):
     """The input cannot be read as configured; the message says what to pass."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """``[ingest]``: which source format, which of its columns are the URL, caption and id."""
+
+    input_format: str = "auto"
+    """auto (by file extension) | parquet | csv | tsv | jsonl | coyo | grit | recap | img2dataset-parquet
+    | webdataset | taisu; the named formats set the column defaults."""
+    url_col: str = ""
+    """The URL column (img2dataset's --url_col); "" = the format's default (url)."""
+    caption_col: str = ""
+    """The caption column; "" = the format's default (caption; coyo: text; recap: ingest.recap_caption)."""
+    id_col: str = ""
+    """The source id column; "" = the format's default (coyo, grit: id; taisu: its image id; else a
+    64-bit hash of the URL)."""
+    dump: str = "default"
+    """The dump name when the input has no dump=<name>/ folders."""
+    recap_caption: str = "re_caption"
+    """Recap-DataComp: which caption is filtered as `caption` (re_caption | org_caption); the other
+    is carried through as it was."""
+    recap_both: bool = False
+    """Recap-DataComp: also write the other caption as a training caption of its own (two rows per
+    image, `caption_kind` re_caption / org_caption, each filtered)."""
+    taisu_captions: str = "both"
+    """TaiSu: which caption(s) of an image become rows: web | generated | web-then-generated (web,
+    else generated) | both (one row each; the release's 219M captions for 166M images)."""
+    taisu_split_bytes: int = 64 * 1024 * 1024
+    """TaiSu's caption file is one JSON object: read in byte ranges of this size, one task each."""
+    taisu_max_entry_bytes: int = 1024 * 1024
+    """TaiSu: a caption entry longer than this is reported as malformed, not read (bounds a task's memory)."""
+    image_col: str = ""
+    """img2dataset outputs: the parquet column (or the webdataset tar member extension) holding the
+    image bytes; "" finds jpg, png or webp (img2dataset names it after its encode format)."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        if self.input_format not in INPUT_FORMATS:
+            yield "input_format", f"{self.input_format!r} is not one of {', '.join(INPUT_FORMATS)}"
+        if self.recap_caption not in ("re_caption", "org_caption"):
+            yield "recap_caption", "must be re_caption or org_caption"
+        if self.taisu_captions not in TAISU_CAPTIONS:
+            yield "taisu_captions", f"{self.taisu_captions!r} is not one of {', '.join(TAISU_CAPTIONS)}"
+        if self.taisu_split_bytes < 1024:
+            yield "taisu_split_bytes", "must be at least 1024"
+        if self.taisu_max_entry_bytes < 1024:
+            yield "taisu_max_entry_bytes", "must be at least 1024"
+        if not self.dump.strip() or "/" in self.dump or "=" in self.dump:
+            yield "dump", f"{self.dump!r} is not a usable partition value"
 
 
 def resolve_format(path: str, input_format: str) -> str:
@@ -159,10 +227,15 @@ def read_source(
     if input_format == "img2dataset-parquet":
         # img2dataset writes <shard>_stats.json beside its parquet files.
         return reader.option("pathGlobFilter", "*.parquet").parquet(*paths)
+    cfg = cfg or IngestConfig()
+    base = None if folders is None else path
     if input_format == "webdataset":
-        return read_webdataset(spark, paths, cfg or IngestConfig(), base=None if folders is None else path)
+        return read_webdataset(spark, paths, cfg, base)
     if input_format == "taisu":
-        return taisu.read_taisu(spark, paths, cfg or IngestConfig(), base=None if folders is None else path)
+        tars = read_webdataset(spark, paths, cfg, base)
+        return taisu.read_taisu(
+            spark, paths, tars, cfg.taisu_captions, cfg.dump, cfg.taisu_split_bytes, cfg.taisu_max_entry_bytes
+        )
     if input_format in ("csv", "tsv"):
         sep = "," if input_format == "csv" else "\t"
         # multiLine: web captions contain quoted newlines; PERMISSIVE keeps bad lines as nulls.
@@ -194,8 +267,6 @@ def read_webdataset(
 
 def dump_folders(spark: SparkSession, path: str) -> list[str]:
     """The ``dump=<name>`` folders directly under ``path`` (names, sorted)."""
-    from jobs.storage import FileStore
-
     return [f for f in FileStore(spark).children(path) if f.startswith("dump=")]
 
 
@@ -347,3 +418,37 @@ def split_pairs(annotated: DataFrame) -> tuple[DataFrame, DataFrame]:
     """(accepted canonical pairs, ingest rejects)."""
     input_columns = [c for c in annotated.columns if c not in ("reason", "detail")]
     return accepted_rows(annotated, PAIR, drop=[]), rejected_rows(annotated, STAGE, input_columns)
+
+
+def input_listing(store: FileStore, input_path: str, folders: list[str] | None) -> list[tuple[str, int, int]]:
+    """(path, size, time) of the input files the run reads: its fingerprint, beside the config."""
+    if folders is None:
+        return store.files(input_path)
+    return [f for folder in folders for f in store.files(f"{input_path.rstrip('/')}/{folder}")]
+
+
+class IngestStage(Stage):
+    """The source read into the pair table; a row that cannot be a pair is a reject. Always runs first."""
+
+    name = STAGE
+    sections = {"ingest": IngestConfig}
+    description = "ingest: read and map to the pair table"
+
+    def preflight(self) -> None:
+        self.input_format = resolve_format(self.ctx.input_path, self.cfg.ingest.input_format)
+
+    def fingerprint(self) -> Any:
+        ctx = self.ctx
+        files = input_listing(ctx.store, ctx.input_path, ctx.folders)
+        return {"input": ctx.input_path, "format": self.input_format, "files": files}
+
+    def annotate(self, frame: DataFrame | None) -> DataFrame:
+        ctx = self.ctx
+        raw = read_source(ctx.spark, ctx.input_path, self.input_format, self.cfg.ingest, ctx.folders)
+        return with_pair_columns(raw, self.input_format, self.cfg.ingest)
+
+    def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+        return split_pairs(annotated)
+
+    def report(self) -> dict[str, Any]:
+        return {"input_format": self.input_format}

@@ -4,7 +4,9 @@ Reads the ingest stage's accepted pairs; writes the same rows with the caption
 normalised and ``text_length``, ``word_count``, ``language``,
 ``language_probability``, ``noun_chunk_spans`` and ``ref_exp_spans`` added
 (schemas.tables.TEXT_ACCEPTED), or a reject with one reason code per rule
-(schemas.reasons). Run it through the pipeline:
+(schemas.reasons). Its config is ``[text]`` (``udfs.text_rules.TextConfig``)
+and, for Chinese, ``[text_zh]`` (``udfs.text_rules_zh.ChineseTextConfig``).
+Run it through the pipeline:
 
     spark-submit jobs/pipeline.py --input pairs.parquet --output out/ --stages text
 
@@ -26,13 +28,12 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import ChineseTextConfig, TextConfig
-from jobs.stage import accepted_rows, rejected_rows
+from jobs.stage import Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import TEXT_ACCEPTED, TEXT_VERDICT
 from udfs import resources
-from udfs.text_rules import ZERO_WIDTH_CLASS, TextRules
-from udfs.text_rules_zh import ChineseRules
+from udfs.text_rules import ZERO_WIDTH_CLASS, TextConfig, TextRules
+from udfs.text_rules_zh import ChineseRules, ChineseTextConfig
 from udfs.text_udfs import judge_captions_udf
 
 log = logging.getLogger("winnow")
@@ -60,7 +61,7 @@ def rules_from_config(text: TextConfig, zh: ChineseTextConfig) -> TextRules | Ch
             log.warning("text.language = zh with no text_zh.nsfw_word_lists: the NSFW word rule is off")
         return rules
     english = TextRules.from_config(text)
-    resources.spacy_pipeline(english.spacy_model)
+    resources.spacy_pipeline(text.spacy_model)
     return english
 
 
@@ -94,3 +95,24 @@ def split_text(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFram
     """(accepted with the normalised caption as ``caption``, rejected with the input caption)."""
     accepted = accepted_rows(annotated.withColumn("caption", F.col(NORMALISED)), TEXT_ACCEPTED, drop=_WORKING_COLUMNS)
     return accepted, rejected_rows(annotated, STAGE, input_columns)
+
+
+class TextStage(Stage):
+    """The COYO text rules (or the Chinese set) over each distinct normalised caption."""
+
+    name = STAGE
+    sections = {"text": TextConfig, "text_zh": ChineseTextConfig}
+
+    def preflight(self) -> None:
+        self.rules = rules_from_config(self.cfg.text, self.cfg.text_zh)  # a missing model fails here
+
+    @property
+    def description(self) -> str:
+        which = "Chinese: jieba, posseg" if self.cfg.text.language == "zh" else "COYO: spaCy"
+        return f"text: {which} rules (length, words, NSFW, CLD3, frequency, nouns)"
+
+    def annotate(self, frame: DataFrame | None) -> DataFrame:
+        return with_text_verdicts(frame, self.rules, self.cfg.text.udf_partitions)
+
+    def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+        return split_text(annotated, frame.columns)

@@ -5,7 +5,8 @@ Reads the previous stage's accepted pairs; writes the same rows with
 ``image_phash`` added (and ``image``, the resized JPEG, with
 ``image.keep_bytes``), or a reject with one reason code per failure
 (``schemas.reasons``: fetch failures such as ``timeout`` or ``ssrf-refused``,
-then the image rules). Run it through the pipeline:
+then the image rules). Its config is ``[fetch]`` (``udfs.fetch.FetchConfig``)
+and ``[image]`` (``udfs.image.ImageConfig``). Run it through the pipeline:
 
     spark-submit jobs/pipeline.py --input pairs.parquet --output out/ --stages text,image
 
@@ -27,12 +28,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from jobs.config import FetchConfig, ImageConfig
-from jobs.stage import accepted_rows, rejected_rows
+from jobs.stage import Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_VERDICT, col_ref
-from udfs.fetch import FetchPolicy
-from udfs.image import ImageRules
+from udfs.fetch import FetchConfig
+from udfs.image import ImageConfig
 from udfs.image_udfs import image_mapper
 
 STAGE = reasons.IMAGE
@@ -64,8 +64,6 @@ def with_nsfw_score_reasons(pairs: DataFrame, image: ImageConfig) -> DataFrame:
 
 def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig) -> DataFrame:
     """Every input row once, with ``reason`` (null = accepted), ``detail`` and the image columns."""
-    policy = FetchPolicy.from_config(fetch)
-    rules = ImageRules.from_config(image)
     from_bytes = IMAGE_INPUT in pairs.columns
     scored = with_nsfw_score_reasons(pairs, image)
     to_check = scored.filter(F.col("reason").isNull()).drop("reason", "detail")
@@ -74,7 +72,7 @@ def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig
     to_check = to_check.repartition(partitions, "id")
     passed = [f for f in to_check.schema.fields if f.name != IMAGE_INPUT]
     out_schema = StructType(passed + list(IMAGE_VERDICT.fields))
-    mapper = image_mapper(policy, rules, "url", IMAGE_INPUT if from_bytes else None, image.batch_size)
+    mapper = image_mapper(fetch, image, "url", IMAGE_INPUT if from_bytes else None, image.batch_size)
     checked = to_check.mapInArrow(mapper, out_schema)
     flagged = scored.filter(F.col("reason").isNotNull())
     if from_bytes:
@@ -93,3 +91,21 @@ def split_image(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFra
     schema_fields = [annotated.schema[c] for c in columns] + added
     accepted = accepted_rows(annotated, StructType([StructField(f.name, f.dataType, True) for f in schema_fields]), [])
     return accepted, rejected_rows(annotated, STAGE, columns)
+
+
+class ImageStage(Stage):
+    """Each pair's image fetched (or taken from the source row), the COYO image rules, its pHash."""
+
+    name = STAGE
+    sections = {"fetch": FetchConfig, "image": ImageConfig}
+    description = "image: fetch, COYO image rules, pHash"
+
+    def spark_conf(self) -> dict[str, str]:
+        # Small Arrow batches: image rows may carry bytes (img2dataset inputs, kept images).
+        return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(self.cfg.image.batch_size)}
+
+    def annotate(self, frame: DataFrame | None) -> DataFrame:
+        return with_image_verdicts(frame, self.cfg.fetch, self.cfg.image)
+
+    def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+        return split_image(annotated, frame.columns)

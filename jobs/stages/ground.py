@@ -17,13 +17,12 @@ What happens to one pair's boxes, in order:
    them reject pixel boxes as ``box-no-image-size``). A malformed box (span
    outside the caption, bad score, NaN, outside the image, inverted or empty)
    is a box reject with its ``box-*`` code; it never fails the job or the pair.
-2. Of the valid boxes, the ``MAX_BOXES_PER_ROW`` best-scored are grounded; the
+2. Of the valid boxes, the ``udfs.grounding.MAX_BOXES_PER_ROW`` best-scored are grounded; the
    rest are ``box-too-many`` (greedy NMS is quadratic in the boxes of a row).
 3. ``udfs.grounding.ground``: abstract-noun chunks (root lemma), boxes on no
-   chunk's span, score not above ``ground.min_score`` (0.65), greedy NMS across
-   all boxes of the image whatever their chunk (``ground.nms_iou``, 0.5: GRIT
-   does not publish it, 0.5 is the common detectors' test-time default and
-   PASCAL VOC's "same object" overlap; see that module's docstring), then with
+   chunk's span, score not above ``ground.min_score``, greedy NMS across all
+   boxes of the image whatever their chunk (``ground.nms_iou``: GRIT does not
+   publish it; that module's docstring says why its default), then with
    ``ground.drop_contained`` Kosmos-2's drop of expressions inside another one.
    Each box that passed 1 and 2 gets an ``outcome``: kept, abstract,
    unmatched, below-score, suppressed or contained.
@@ -40,30 +39,28 @@ Pair ids are expected unique (COYO's and GRIT's are): the Boxes table is keyed
 by ``id`` alone, so when an id repeats each of its pair rows is grounded with
 all of its boxes and ``box_verdicts`` holds those boxes once per such row.
 
+Where the boxes come from (``GroundStage``): the Boxes table (``--boxes``,
+``ground.boxes``), a detector run in this job over the kept images
+(``ground.detector``), or a GRIT release's own ``noun_chunks``
+(``ground.grit_input``). Its config is ``[ground]``
+(``udfs.grounding.GroundConfig``); the box verdicts are committed per dump as
+the ``boxes`` part, and counted in funnel.json's ``boxes``.
+
 Performance shape: one aggregation (the boxes grouped per ``id`` into a list of
 structs; ``collect_list`` is a map-side partial aggregate, so an image with many
 boxes becomes one row instead of a sorted group), one left join of that onto the
 pairs by ``id`` (adaptive execution broadcasts a small boxes side and splits a
 skewed partition), and one ``mapInArrow`` that checks each row's boxes and
-grounds the row in Python, in Arrow batches of
+grounds the row in Python (``udfs.grounding.judge_row``), in Arrow batches of
 ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows (``run.arrow_batch_size``).
-The box verdicts of pairs are exploded from that annotated frame (persist it,
-as the driver does for every stage, and the Python pass runs once); boxes
-without a pair are found by a left anti join with the pairs' ids, in SQL.
-
-Not yet run by ``winnow run`` (``--stages ground`` is refused until the
-pipeline reads a Boxes table). Use (the pipeline's pattern for every stage)::
-
-    annotated, box_verdicts = with_ground_verdicts(pairs, read_boxes(spark, path), cfg.ground)
-    annotated = annotated.persist()
-    accepted, rejected = split_ground(annotated, pairs.columns)
+The box verdicts of pairs are exploded from that annotated frame (stored once,
+as every stage's is, so the Python pass runs once); boxes without a pair are
+found by a left anti join with the pairs' ids, in SQL.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -84,29 +81,15 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from jobs.config import GroundConfig
-from jobs.stage import accepted_rows, rejected_rows
+from jobs.errors import ConservationError, WinnowError, require
+from jobs.session import session_conf
+from jobs.stage import Stage, accepted_rows, rejected_rows
 from schemas import reasons
-from schemas.tables import BOX_VERDICT, BOXES, GRIT_COLUMNS, col_ref
-from udfs.grounding import (
-    ABSTRACT,
-    BELOW_SCORE,
-    CONTAINED,
-    KEPT,
-    SUPPRESSED,
-    UNMATCHED,
-    Box,
-    GroundingRules,
-    check_box,
-    ground,
-)
+from schemas.tables import BOX_VERDICT, BOXES, DETECTED, GRIT_COLUMNS, col_ref
+from udfs import detectors
+from udfs.grounding import GroundConfig, judge_row
 
 STAGE = reasons.GROUND
-
-# Valid boxes grounded per pair row, best scores first; the rest are box-too-many. Detectors
-# emit tens to a few hundred boxes per image (DETR: 100 queries, OWLv2: its top-k), so this only
-# bites on a broken detector job; it bounds greedy NMS (quadratic) and the row's output size.
-MAX_BOXES_PER_ROW = 1000
 
 # Working columns, dropped before the stage's outputs.
 _BOXES, _VERDICTS = "_ground_boxes", "_ground_box_verdicts"
@@ -121,17 +104,12 @@ _ADDED = GRIT_COLUMNS + [
     StructField(_VERDICTS, ArrayType(_VERDICT_STRUCT, False), True),
 ]
 
-# Outcomes of a box that passed check_box (BOX_VERDICT.outcome): udfs.grounding's, and ERROR
-# for the boxes of a pair whose spans do not fit its caption.
-ERROR = "error"
-OUTCOMES = (KEPT, ABSTRACT, UNMATCHED, BELOW_SCORE, SUPPRESSED, CONTAINED, ERROR)
-
 _INTEGRAL = (ByteType, ShortType, IntegerType, LongType)
 _NUMERIC = (*_INTEGRAL, FloatType, DoubleType, DecimalType)
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 
-class GroundError(ValueError):
+class GroundError(WinnowError):
     """The stage cannot run on these inputs; the message names the column or path."""
 
 
@@ -205,6 +183,26 @@ def with_grit_spans(pairs: DataFrame) -> DataFrame:
     return pairs.withColumn("noun_chunk_spans", chunk_spans).withColumn("ref_exp_spans", ref_spans)
 
 
+def with_detections(pairs: DataFrame, detector_path: str, image_col: str = "image") -> DataFrame:
+    """Every pair row once, as ``DETECTED``: what the detector plug-in found in its image for its
+    noun chunks (``udfs.detectors.detect_row``), or why it failed."""
+    rows = pairs.select(
+        col_ref("id").cast("long").alias("id"),
+        col_ref("caption").cast("string").alias("caption"),
+        col_ref("noun_chunk_spans"),
+        col_ref(image_col),
+    )
+    return rows.mapInArrow(detectors.detect_mapper(detector_path, image_col), DETECTED)
+
+
+def boxes_table(detected: DataFrame) -> DataFrame:
+    """The Boxes table (``BOXES``) of ``with_detections``' rows: one row per box."""
+    exploded = detected.select("id", F.explode("boxes").alias("_box"))
+    return exploded.select(
+        *[(F.col("id") if f.name == "id" else F.col("_box")[f.name]).cast(f.dataType).alias(f.name) for f in BOXES]
+    )
+
+
 def read_boxes(spark: SparkSession, path: str) -> DataFrame:
     """The Boxes table at ``path`` (a parquet file or a folder of them) as ``BOXES``."""
     try:
@@ -239,99 +237,11 @@ def conform_boxes(frame: DataFrame, source: str = "boxes") -> DataFrame:
     return frame.select(*columns)
 
 
-# --- one row, pure Python --------------------------------------------------------------
-
-
-@dataclass
-class RowVerdict:
-    """One joined row: the pair's GRIT columns and reason, and one verdict per box."""
-
-    noun_chunks: list[list[float]] = field(default_factory=list)
-    ref_exps: list[list[float]] = field(default_factory=list)
-    reason: str | None = None
-    detail: str | None = None
-    boxes: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _box_detail(code: str, box: dict[str, Any], caption_length: int, width: Any, height: Any) -> str:
-    if code == reasons.BOX_SPAN_INVALID:
-        return f"span {box['start']}..{box['end']}, caption has {caption_length} characters"
-    if code == reasons.BOX_SCORE_INVALID:
-        return f"score {box['score']}"
-    if code == reasons.BOX_NO_IMAGE_SIZE:
-        return f"pixel box, image width {width} height {height}"
-    return f"box ({box['x_min']}, {box['y_min']}, {box['x_max']}, {box['y_max']})"
-
-
-def _summary(chunks: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> str:
-    """``detail`` of a pair row: its boxes counted per outcome, then per reject reason."""
-    counts = Counter(v["outcome"] or v["reason"] for v in verdicts)
-    order = [*OUTCOMES, *reasons.BOX_REASONS]
-    parts = [f"{counts[k]} {k}" for k in order if counts[k]]
-    text = f"boxes {len(verdicts)}" + (": " + ", ".join(parts) if parts else "")
-    return text if chunks else f"no noun chunks; {text}"
-
-
-def judge_row(
-    caption: str | None,
-    chunks: list[dict[str, Any]] | None,
-    refs: list[dict[str, int]] | None,
-    width: float | None,
-    height: float | None,
-    boxes: list[dict[str, Any]] | None,
-    rules: GroundingRules,
-    pixels: bool,
-) -> RowVerdict:
-    """Check one pair's boxes, ground the pair, and give every box its verdict (in input order)."""
-    boxes = boxes or []
-    verdicts = [{**b, "reason": None, "outcome": None, "detail": None} for b in boxes]
-    chunks, refs = chunks or [], refs or []
-    caption_length = len(caption or "")  # Python characters: parse_spans' offsets
-    valid: list[tuple[int, Box]] = []
-    for i, b in enumerate(boxes):
-        box, code = check_box(
-            b["start"],
-            b["end"],
-            b["x_min"],
-            b["y_min"],
-            b["x_max"],
-            b["y_max"],
-            b["score"],
-            caption_length,
-            width,
-            height,
-            pixels,
-        )
-        if code is not None:
-            verdicts[i]["reason"] = code
-            verdicts[i]["detail"] = _box_detail(code, b, caption_length, width, height)
-        else:
-            valid.append((i, box))
-
-    if len(valid) > MAX_BOXES_PER_ROW:
-        valid.sort(key=lambda ib: (-ib[1][6], ib[1][:6], ib[0]))  # best score first, then a total order
-        for i, _ in valid[MAX_BOXES_PER_ROW:]:
-            verdicts[i]["reason"] = reasons.BOX_TOO_MANY
-            verdicts[i]["detail"] = f"{len(valid)} valid boxes for one pair; the {MAX_BOXES_PER_ROW} best are used"
-        valid = valid[:MAX_BOXES_PER_ROW]
-
-    used = [box for _, box in valid]
-    try:
-        result = ground(caption_length, chunks, refs, used, rules)
-    except ValueError as exc:  # spans that do not fit the caption: this row's input is inconsistent
-        for i, _ in valid:
-            verdicts[i]["outcome"] = ERROR
-        return RowVerdict(reason=reasons.GROUND_ERROR, detail=str(exc)[:500], boxes=verdicts)
-    for (i, _), outcome in zip(valid, result.outcomes, strict=True):
-        verdicts[i]["outcome"] = outcome
-    return RowVerdict(result.noun_chunks, result.ref_exps, result.reason, _summary(chunks, verdicts), verdicts)
-
-
 # --- the Spark pass ----------------------------------------------------------------------
 
 
 def ground_mapper(
-    rules: GroundingRules, pixels: bool, has_size: bool, arrow_types: list[pa.DataType]
+    rules: GroundConfig, pixels: bool, has_size: bool, arrow_types: list[pa.DataType]
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A function for ``DataFrame.mapInArrow`` over the joined rows: every row in, the same row
     without ``_ground_boxes`` plus the ``_ADDED`` columns out, one output batch per input batch."""
@@ -385,7 +295,6 @@ def with_ground_verdicts(pairs: DataFrame, boxes: DataFrame, cfg: GroundConfig) 
             "(it writes the noun-chunk and referring-expression spans)"
         )
     has_size = "width" in pairs.columns and "height" in pairs.columns
-    rules = GroundingRules.from_config(cfg)
     own = [f.name for f in GRIT_COLUMNS if f.name in pairs.columns]
     rows = pairs.drop(*own)
     boxes = conform_boxes(boxes)
@@ -396,7 +305,7 @@ def with_ground_verdicts(pairs: DataFrame, boxes: DataFrame, cfg: GroundConfig) 
     joined = joined.select(*[col_ref(c) for c in rows.columns], _BOXES)
     passed = [StructField(f.name, f.dataType, True) for f in joined.schema.fields if f.name != _BOXES]
     arrow_types = [to_arrow_type(f.dataType) for f in _ADDED]
-    mapper = ground_mapper(rules, cfg.boxes_in_pixels, has_size, arrow_types)
+    mapper = ground_mapper(cfg, cfg.boxes_in_pixels, has_size, arrow_types)
     annotated = joined.mapInArrow(mapper, StructType(passed + _ADDED))
     return annotated, box_verdicts(annotated, pairs, boxes)
 
@@ -430,3 +339,114 @@ def split_ground(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFr
     fields = [StructField(annotated.schema[c].name, annotated.schema[c].dataType, True) for c in columns]
     accepted = accepted_rows(annotated, StructType(fields + GRIT_COLUMNS), [_VERDICTS])
     return accepted, rejected_rows(annotated, STAGE, columns)
+
+
+def box_counts(verdicts: DataFrame, boxes_in: int | None) -> dict[str, Any]:
+    """Rows of the Boxes table per outcome and per reject reason; every box exactly once
+    (``boxes_in`` None: detections, counted as their verdicts)."""
+    rows = verdicts.groupBy("reason", "outcome").count().collect()
+    if boxes_in is None:
+        boxes_in = sum(row["count"] for row in rows)
+    out: dict[str, Any] = {"boxes_in": boxes_in, "outcomes": {}, "rejected": {}}
+    for row in rows:
+        if row["reason"] is None:
+            out["outcomes"][row["outcome"]] = row["count"]
+        else:
+            out["rejected"][row["reason"]] = row["count"]
+    total = sum(out["outcomes"].values()) + sum(out["rejected"].values())
+    if total != boxes_in:
+        raise ConservationError(f"ground: {boxes_in} boxes in, {total} box verdicts")
+    return out
+
+
+class GroundStage(Stage):
+    """GRIT grounding: noun chunks x boxes (a Boxes table, a detector, or a GRIT release's own)."""
+
+    name = STAGE
+    sections = {"ground": GroundConfig}
+    description = "ground: noun chunks x boxes, NMS, referring expressions"
+
+    def needs(self) -> dict[str, str]:
+        g = self.cfg.ground
+        needed = {} if g.grit_input == "refilter" else {"text": "it writes the noun-chunk spans"}
+        if g.detector.strip():
+            needed["image"] = "the detector reads the kept images (image.keep_bytes = true)"
+        return needed
+
+    def validate(self) -> None:
+        g, stages = self.cfg.ground, self.cfg.run.stages
+        sources = [bool(g.boxes.strip()), bool(g.detector.strip()), bool(g.grit_input)]
+        require(
+            sum(sources) == 1,
+            "ground.boxes",
+            "the ground stage needs one source of boxes: a Boxes table (--boxes PATH), a detector "
+            "(ground.detector) or a GRIT input's own boxes (ground.grit_input)",
+        )
+        if g.detector.strip():
+            require(
+                "image" in stages and self.cfg.image.keep_bytes,
+                "ground.detector",
+                "detecting in the job needs the image stage with image.keep_bytes = true (to read the images)",
+            )
+        if g.grit_input == "refilter":
+            require(
+                "text" not in stages,
+                "ground.grit_input",
+                "refilter uses the release's own spans, which index the caption as published; the text stage "
+                "rewrites its whitespace: leave text out of run.stages, or use grit_input = reground",
+            )
+
+    def preflight(self) -> None:
+        g = self.cfg.ground
+        if g.detector:
+            try:
+                detectors.load_detector(g.detector)  # a bad plug-in path fails here, before any data is read
+            except ValueError as exc:
+                raise GroundError(f"ground.detector: {exc}") from None
+        self.boxes = read_boxes(self.ctx.spark, g.boxes) if g.boxes else None
+        self.detected: int | None = None
+
+    def check_source(self, source: DataFrame) -> None:
+        if self.cfg.ground.grit_input:
+            grit_boxes(source)  # checks the GRIT columns now, not after the other stages ran
+
+    def _pairs_and_boxes(self, frame: DataFrame) -> tuple[DataFrame, DataFrame | None]:
+        """The pairs to ground and their boxes (None: to be detected). A GRIT release re-grounded
+        brings its own boxes (its noun_chunks) and, to refilter, its chunk and expression spans
+        stand in for the text stage's parse."""
+        if not self.cfg.ground.grit_input:
+            return frame, self.boxes
+        pairs = with_grit_spans(frame) if self.cfg.ground.grit_input == "refilter" else frame
+        return pairs, grit_boxes(frame)
+
+    def annotate(self, frame: DataFrame | None) -> DataFrame:
+        pairs, boxes = self._pairs_and_boxes(frame)
+        if boxes is None:
+            # Detection over the kept images of the pairs that reach this stage; a row the detector
+            # fails on gets no box and is rejected no-grounding (its failure in the detail).
+            spark = self.ctx.spark
+            spark.sparkContext.setJobDescription(f"detect: {self.cfg.ground.detector} over the kept images")
+            with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(detectors.BATCH_ROWS)}):
+                boxes = self.ctx.persist(boxes_table(with_detections(pairs, self.cfg.ground.detector)))
+                self.detected = boxes.count()
+            spark.sparkContext.setJobDescription(self.description)
+        return with_ground_verdicts(pairs, boxes, self.cfg.ground)[0]
+
+    def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+        self.annotated, (self.pairs, self.own_boxes) = annotated, self._pairs_and_boxes(frame)
+        return split_ground(annotated, self.pairs.columns)
+
+    def part_paths(self) -> dict[str, str]:
+        return {"boxes": f"{self.ctx.output}/boxes"}
+
+    def parts(self, accepted: DataFrame) -> dict[str, DataFrame]:
+        # Detected boxes come from these pairs, so each has a pair; a Boxes table's may not.
+        verdicts = self.ctx.persist(box_verdicts(self.annotated, self.pairs, self.own_boxes))
+        # Boxes in: the table's rows, or the detections (None when the stage came from its checkpoint:
+        # then the verdicts are what the detections were).
+        boxes_in = conform_boxes(self.own_boxes).count() if self.own_boxes is not None else self.detected
+        self.counts = box_counts(verdicts, boxes_in)
+        return {"boxes": verdicts}
+
+    def report(self) -> dict[str, Any]:
+        return {"boxes": self.counts}

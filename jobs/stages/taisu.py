@@ -10,10 +10,10 @@ Layout read under INPUT (``--input-format taisu``), optionally in ``dump=<name>/
   and mounted paths; ``hdfs://`` needs libhdfs, ``s3://`` pyarrow's S3);
 - ``*.tar``: the image parts; a member ``<image_id>.jpg`` (png, webp ...), in
   any folder inside the tar, is that image, read as the webdataset format is
-  (``jobs.ingest.read_webdataset``; as there, the first dot of the file name
-  ends the id).
+  (the ingest stage reads them with ``read_webdataset`` and hands them here; as
+  there, the first dot of the file name ends the id).
 
-Captions join the images on (dump, image_id). ``ingest.taisu_captions`` picks
+Captions join the images on (dump, image_id). ``ingest.taisu_captions`` (``captions``) picks
 the caption(s) of each image, and every row keeps ``caption_kind`` (``web`` or
 ``generated``) and ``image_id``:
 
@@ -44,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-from jobs.config import IngestConfig
+from jobs.errors import WinnowError
 from schemas import reasons
 from schemas.tables import IMAGE_INPUT
 from udfs import taisu
@@ -74,7 +74,7 @@ _ENTRY = StructType(
 _ENTRY_ARROW = pa.schema([(f.name, pa.string()) for f in _ENTRY.fields])
 
 
-class TaiSuError(ValueError):
+class TaiSuError(WinnowError):
     """The TaiSu input cannot be read as laid out; the message says what was expected."""
 
 
@@ -145,21 +145,37 @@ def _range_reader(max_entry_bytes: int):
     return run
 
 
-def read_captions(spark: SparkSession, path: str | list[str], cfg: IngestConfig) -> DataFrame:
-    """One row per caption entry (or reading error) of the caption files: image_id, w, g, caption_error, dump."""
-    ranges = caption_ranges(spark, path, cfg.taisu_split_bytes)
+def read_captions(spark: SparkSession, path: str | list[str], split_bytes: int, max_entry_bytes: int) -> DataFrame:
+    """One row per caption entry (or reading error) of the caption files: image_id, w, g, caption_error, dump.
+
+    Each file is read in ranges of ``split_bytes`` (one task each); an entry longer than
+    ``max_entry_bytes`` is reported as malformed, not read.
+    """
+    ranges = caption_ranges(spark, path, split_bytes)
     frame = spark.createDataFrame(ranges, _RANGE)
-    return frame.repartition(len(ranges)).mapInArrow(_range_reader(cfg.taisu_max_entry_bytes), _ENTRY)
+    return frame.repartition(len(ranges)).mapInArrow(_range_reader(max_entry_bytes), _ENTRY)
 
 
-def read_taisu(spark: SparkSession, path: str | list[str], cfg: IngestConfig, base: str | None = None) -> DataFrame:
-    """TaiSu as rows for ``jobs.ingest.with_pair_columns``: taisu_id (the pair id), url, caption,
-    caption_kind, image_id, dump, image_input and the ingest verdict (``_problem``, ``_problem_detail``)."""
-    from jobs.ingest import read_webdataset  # jobs.ingest dispatches here
+def read_taisu(
+    spark: SparkSession,
+    path: str | list[str],
+    tars: DataFrame,
+    captions_policy: str,
+    dump: str,
+    split_bytes: int,
+    max_entry_bytes: int,
+) -> DataFrame:
+    """TaiSu as rows for ``jobs.stages.ingest.with_pair_columns``: taisu_id (the pair id), url, caption,
+    caption_kind, image_id, dump, image_input and the ingest verdict (``_problem``, ``_problem_detail``).
 
-    dump_default = F.lit(cfg.dump)
-    captions = read_captions(spark, path, cfg).withColumn("dump", F.coalesce("dump", dump_default))
-    tars = read_webdataset(spark, path, cfg, base)
+    ``tars``: the samples of the image tars under ``path`` (the webdataset reader's rows);
+    ``captions_policy``: web | generated | web-then-generated | both; ``dump``: the dump of files
+    outside ``dump=<name>/`` folders.
+    """
+    dump_default = F.lit(dump)
+    captions = read_captions(spark, path, split_bytes, max_entry_bytes).withColumn(
+        "dump", F.coalesce("dump", dump_default)
+    )
     tar_dump = F.col("dump").cast("string") if "dump" in tars.columns else F.lit(None).cast("string")
     # A member's key keeps its folder inside the tar (webdataset style); the id is the base name.
     images = tars.select(
@@ -175,7 +191,7 @@ def read_taisu(spark: SparkSession, path: str | list[str], cfg: IngestConfig, ba
     entries = captions.withColumn("_in_json", F.col("image_id").isNotNull())
     joined = entries.join(images, ["dump", "image_id"], "full_outer")
 
-    policy = cfg.taisu_captions
+    policy = captions_policy
     web = F.when(F.length("w") > 0, F.col("w"))
     gen = F.when(F.length("g") > 0, F.col("g"))
     if policy == "both":

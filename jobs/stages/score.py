@@ -9,11 +9,14 @@ is carried as ``source_<name>``), or a reject:
 
 - ``score-failed``: no or undecodable image bytes, a scorer raised on the
   row, or a NaN / infinite score (``detail`` says which);
-- ``score-nsfw``: an ``nsfw_score_*`` column at or above ``score.max_nsfw_score`` (COYO: 0.5);
-- ``score-low-similarity``: similarity below ``score.min_similarity`` (LAION: 0.28 for ViT-B/32);
+- ``score-nsfw``: an ``nsfw_score_*`` column at or above ``score.max_nsfw_score`` (COYO's rule);
+- ``score-low-similarity``: similarity below ``score.min_similarity`` (LAION-5B's rule; off by default);
 - ``score-below-quantile``: similarity below the ``1 - score.top_fraction``
   quantile over all scored rows of the run (DataComp's "top p%"), from
-  ``DataFrame.approxQuantile`` with ``score.quantile_relative_error``.
+  ``DataFrame.approxQuantile`` with ``score.quantile_relative_error``; the
+  cut-off is computed once per run, and reported in funnel.json.
+
+``ScoreConfig`` is the stage's ``[score]`` config section.
 
     spark-submit jobs/pipeline.py --input pairs.parquet --output out/ --stages text,image,score \\
         --set image.keep_bytes=true --set score.nsfw_model=hdfs:///models/nsfw.onnx
@@ -31,16 +34,19 @@ as they are.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
-from jobs.config import ScoreConfig
-from jobs.stage import accepted_rows, rejected_rows
+from jobs.errors import WinnowError, require
+from jobs.stage import Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, col_ref
 from udfs import scorers
@@ -61,8 +67,140 @@ STAGE = reasons.SCORE
 IMAGE_COL = IMAGE_BYTES.name
 
 
-class ScoreError(RuntimeError):
+class ScoreError(WinnowError):
     """The score stage cannot start: a model file is missing or broken, a scorer breaks its contract."""
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """``[score]``: model scores over the kept images (needs the image stage with image.keep_bytes =
+    true; udfs/scorers.py has the contract), then filters on them. Model paths: a plain path is read in
+    place on every node, a URI (hdfs://, s3a://, file://) is shipped to the executors with addFile."""
+
+    clip_name: str = "vitb32"
+    """CLIP image-text similarity is written as clip_similarity_<clip_name> (COYO's naming)."""
+    clip_image_model: str = ""
+    """The CLIP image encoder, exported to ONNX."""
+    clip_text_model: str = ""
+    """The CLIP text encoder, exported to ONNX."""
+    clip_tokenizer: str = ""
+    """A HuggingFace tokenizer.json, or a tokenizer plug-in "package.module:callable"."""
+    clip_normalize: str = "clip"
+    """The image encoder's input normalisation: clip | imagenet | none."""
+    clip_context_length: int = 77
+    """Token ids per caption when the text model leaves the length open (CLIP's)."""
+    open_clip_model: str = ""
+    """Or open_clip (PyTorch, not a dependency): an architecture name ..."""
+    open_clip_checkpoint: str = ""
+    """... and a local checkpoint file (nothing is downloaded)."""
+    nsfw_name: str = "onnx"
+    """An ONNX image classifier's score is written as nsfw_score_<nsfw_name>."""
+    nsfw_model: str = ""
+    """The NSFW classifier (ONNX)."""
+    nsfw_normalize: str = "clip"
+    """Its input normalisation: clip | imagenet | none."""
+    aesthetic_name: str = "onnx"
+    """The aesthetic score is written as aesthetic_score_<aesthetic_name>."""
+    aesthetic_model: str = ""
+    """The aesthetic predictor (ONNX)."""
+    aesthetic_normalize: str = "clip"
+    """Its input normalisation: clip | imagenet | none."""
+    watermark_model: str = ""
+    """The watermark classifier (ONNX), written as watermark_score."""
+    watermark_normalize: str = "imagenet"
+    """Its input normalisation: clip | imagenet | none."""
+    plugin: str = ""
+    """A scorer plug-in "package.module:factory", called with plugin_options."""
+    plugin_options: tuple[str, ...] = ()
+    """"key=value" strings passed to the plug-in's factory as keyword arguments."""
+    provider: str = "cpu"
+    """ONNX Runtime provider: cpu, or cuda (onnxruntime-gpu; the task's GPU from its resources)."""
+    threads: int = 1
+    """ONNX Runtime intra-op threads per task (one task per core already)."""
+    batch_size: int = 32
+    """Rows per Arrow batch into the scorers."""
+    gpu_amount: float = 0.0
+    """GPUs per score task (Spark stage-level scheduling); 0 = no resource profile."""
+    gpu_executor_amount: int = 0
+    """With gpu_amount > 0: ask for executors with this many GPUs each (needs dynamic allocation);
+    0 = run on the job's executors."""
+    gpu_discovery_script: str = ""
+    """The GPU executors' discovery script (Spark's getGpusResources.sh)."""
+    max_nsfw_score: float = 0.5
+    """COYO drops a row whose nsfw_score_* is at or above this (every nsfw_score_* column)."""
+    min_similarity: float = -1.0
+    """Drop rows whose similarity is below this (LAION-5B English: 0.28 with ViT-B/32); -1 = off."""
+    top_fraction: float = 1.0
+    """Keep the top fraction of the scored rows by similarity (DataComp's CLIP score filter); 1 = off."""
+    quantile_relative_error: float = 0.001
+    """approxQuantile's relative error for the top_fraction cut-off."""
+    similarity_column: str = ""
+    """The similarity column the filters read; "" = the CLIP scorer's (or the only clip_similarity_*)."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        for key in ("clip_name", "nsfw_name", "aesthetic_name"):
+            if re.fullmatch(r"[a-z0-9_]+", getattr(self, key)) is None:
+                yield key, f"{getattr(self, key)!r} is not a column-name suffix (lower-case letters, digits, _)"
+        for key in ("clip_normalize", "nsfw_normalize", "aesthetic_normalize", "watermark_normalize"):
+            if getattr(self, key) not in scorers.NORMALIZATIONS:
+                yield key, f"{getattr(self, key)!r} is not one of {', '.join(scorers.NORMALIZATIONS)}"
+        if self.provider not in scorers.PROVIDERS:
+            yield "provider", f"{self.provider!r} is not one of {', '.join(scorers.PROVIDERS)}"
+        clip = (self.clip_image_model, self.clip_text_model, self.clip_tokenizer)
+        if any(clip) and not all(clip):
+            yield (
+                "clip_image_model",
+                (
+                    "CLIP similarity needs all three of score.clip_image_model, score.clip_text_model and "
+                    "score.clip_tokenizer"
+                ),
+            )
+        if self.clip_image_model and self.open_clip_model:
+            yield (
+                "open_clip_model",
+                ("set either the ONNX CLIP encoders (score.clip_image_model ...) or score.open_clip_model, not both"),
+            )
+        if bool(self.open_clip_model) != bool(self.open_clip_checkpoint):
+            yield (
+                "open_clip_checkpoint",
+                (
+                    "score.open_clip_model and score.open_clip_checkpoint go together (a local checkpoint: "
+                    "nothing is downloaded)"
+                ),
+            )
+        if self.plugin and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.plugin) is None:
+            yield "plugin", f"{self.plugin!r} must look like 'package.module:callable'"
+        for item in self.plugin_options:
+            if re.fullmatch(r"[A-Za-z_]\w*=.*", item) is None:
+                yield "plugin_options", f"{item!r} is not key=value"
+        if self.clip_context_length < 1:
+            yield "clip_context_length", "must be at least 1"
+        if self.threads < 1:
+            yield "threads", "must be at least 1"
+        if self.batch_size < 1:
+            yield "batch_size", "must be at least 1"
+        if not (0.0 <= self.gpu_amount and math.isfinite(self.gpu_amount)):
+            yield "gpu_amount", "must be 0 (off) or above"
+        if self.gpu_executor_amount < 0:
+            yield "gpu_executor_amount", "must not be negative"
+        if self.gpu_executor_amount and self.gpu_amount <= 0:
+            yield "gpu_executor_amount", "needs score.gpu_amount > 0 (GPUs per score task)"
+        if self.gpu_executor_amount and not self.gpu_discovery_script:
+            yield (
+                "gpu_discovery_script",
+                ("GPU executors need a discovery script (Spark's examples/src/main/scripts/getGpusResources.sh)"),
+            )
+        if not 0.0 <= self.max_nsfw_score <= 1.0:
+            yield "max_nsfw_score", "must be within [0, 1]"
+        if not -1.0 <= self.min_similarity <= 1.0:
+            yield "min_similarity", "must be within [-1, 1] (-1 = off)"
+        if not 0.0 < self.top_fraction <= 1.0:
+            yield "top_fraction", "must be within (0, 1] (1 = off)"
+        if not 0.0 <= self.quantile_relative_error <= 1.0:
+            yield "quantile_relative_error", "must be within [0, 1]"
+        if self.similarity_column and re.fullmatch(r"clip_similarity_[a-z0-9_]+", self.similarity_column) is None:
+            yield "similarity_column", f"{self.similarity_column!r} is not a clip_similarity_<name> column"
 
 
 @dataclass(frozen=True)
@@ -238,11 +376,13 @@ def similarity_cutoff(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig) -> 
     """The similarity a row must reach to be in the top ``score.top_fraction`` (None when off or nothing scored).
 
     ``approxQuantile`` over the rows that were scored (nulls and NaN are ignored),
-    one pass over the (persisted) scores.
+    one pass over the (persisted) scores. ``scored`` may be the scores or the stage's
+    verdicts: the rows taken are those that are not score-failed, the same in both.
     """
     if cfg.top_fraction >= 1.0 or scoring.similarity_column is None:
         return None
-    ok = scored.filter(F.col("reason").isNull()).select(scoring.similarity_column)
+    was_scored = F.coalesce(F.col("reason") != F.lit(reasons.SCORE_FAILED), F.lit(True))
+    ok = scored.filter(was_scored).select(scoring.similarity_column)
     got = ok.approxQuantile(scoring.similarity_column, [1.0 - cfg.top_fraction], cfg.quantile_relative_error)
     return got[0] if got else None  # [] when no row was scored
 
@@ -280,3 +420,65 @@ def split_score(annotated: DataFrame, scoring: Scoring, input_columns: list[str]
         [StructField(annotated.schema[c].name, annotated.schema[c].dataType, True) for c in renamed + added]
     )
     return accepted_rows(annotated, schema, []), rejected_rows(annotated, STAGE, renamed)
+
+
+class ScoreStage(Stage):
+    """Model scores over the kept images, then the filters on them."""
+
+    name = STAGE
+    sections = {"score": ScoreConfig}
+
+    def needs(self) -> dict[str, str]:
+        return {"image": "it scores the images the image stage keeps (image.keep_bytes = true)"}
+
+    def validate(self) -> None:
+        sc, stages = self.cfg.score, self.cfg.run.stages
+        require(
+            "image" in stages and self.cfg.image.keep_bytes,
+            "image.keep_bytes",
+            "the score stage reads the kept images: run the image stage with image.keep_bytes = true "
+            "(--stages text,image,score --set image.keep_bytes=true)",
+        )
+        require(
+            any((sc.clip_image_model, sc.open_clip_model, sc.nsfw_model, sc.aesthetic_model, sc.watermark_model))
+            or bool(sc.plugin),
+            "score",
+            "the score stage has no scorer: set score.clip_image_model (+ clip_text_model, clip_tokenizer), "
+            "score.open_clip_model, score.nsfw_model, score.aesthetic_model, score.watermark_model or score.plugin",
+        )
+        similarity = sc.clip_image_model or sc.open_clip_model or sc.similarity_column or sc.plugin
+        for key, on in (("min_similarity", sc.min_similarity > -1.0), ("top_fraction", sc.top_fraction < 1.0)):
+            require(
+                not on or bool(similarity),
+                f"score.{key}",
+                "filters on image-text similarity, but no CLIP scorer is configured (score.clip_image_model, "
+                "score.open_clip_model, or a plug-in with score.similarity_column)",
+            )
+
+    def preflight(self) -> None:
+        # Model files are shipped, loaded and probed here: a missing, corrupt or wrongly shaped model
+        # stops the job before any data is read.
+        self.scoring = prepare_scorers(self.ctx.spark, self.cfg.score)
+        self.cutoff: float | None = None
+        self._cutoff_known = False
+
+    @property
+    def description(self) -> str:
+        return "score: " + ", ".join(self.scoring.columns)
+
+    def spark_conf(self) -> dict[str, str]:
+        # Arrow batches of score.batch_size rows: each carries images, and the scorers take them as they come.
+        return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(self.cfg.score.batch_size)}
+
+    def annotate(self, frame: DataFrame | None) -> DataFrame:
+        scored = self.ctx.persist(with_scores(frame, self.scoring, self.cfg.score))
+        self.cutoff, self._cutoff_known = similarity_cutoff(scored, self.scoring, self.cfg.score), True
+        return with_score_verdicts(scored, self.scoring, self.cfg.score, self.cutoff)
+
+    def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+        if not self._cutoff_known:  # resumed from its checkpoint: the same rows give the same cut-off
+            self.cutoff, self._cutoff_known = similarity_cutoff(annotated, self.scoring, self.cfg.score), True
+        return split_score(annotated, self.scoring, frame.columns)
+
+    def report(self) -> dict[str, Any]:
+        return {"score": {"columns": list(self.scoring.columns), "similarity_cutoff": self.cutoff}}

@@ -24,40 +24,37 @@ Reads the previous stage's accepted pairs (they need a 16-hex-digit pHash in
    the cost grows with the rows, not their square.
 
 History: ``OUTPUT/history/`` (or ``dedup.history_path``), parquet partitioned
-by ``dump``: ``phash`` (long), ``caption_hash`` (xxhash64 of the lower-case
-caption), ``id``. The pipeline commits a dump's history with its accepted
+by ``dump`` (``schemas.tables.HISTORY``): ``phash`` (long), ``caption_hash``
+(xxhash64 of the lower-case caption), ``id``. The pipeline commits a dump's history with its accepted
 output (jobs.storage), and with the default path reads the history of
 committed dumps only, so an interrupted run leaves no history for output that
 does not exist. A run compares its dumps with the history of the other dumps
 only, so re-running a dump changes nothing.
+
+``DedupConfig`` is the stage's ``[dedup]`` config section.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+from pyspark.sql.types import StructField, StructType
 
-from jobs.config import DedupConfig
-from jobs.stage import accepted_rows, rejected_rows
+from jobs.errors import WinnowError
+from jobs.stage import Stage, accepted_rows, rejected_rows
 from schemas import reasons
-from schemas.tables import col_ref
+from schemas.tables import HISTORY, col_ref
 from udfs.hamming import band_plan
 
 STAGE = reasons.DEDUP
 log = logging.getLogger("winnow")
 
-HISTORY = StructType(
-    [
-        StructField("phash", LongType(), False),
-        StructField("caption_hash", LongType(), False),
-        StructField("id", LongType(), True),
-        StructField("dump", StringType(), True),
-    ]
-)
 # Working columns, dropped before the stage's outputs.
 _H, _CK, _ORDER = "_dedup_phash", "_dedup_caption", "_dedup_order"
 # Connected components stop here; near-duplicate groups are shallow, so reaching it means
@@ -65,8 +62,52 @@ _H, _CK, _ORDER = "_dedup_phash", "_dedup_caption", "_dedup_order"
 MAX_COMPONENT_ROUNDS = 40
 
 
-class DedupError(ValueError):
+class DedupError(WinnowError):
     """The stage cannot run as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """``[dedup]``: eval-set blocklists, (pHash, caption) pairs, the history of earlier dumps, near-duplicates."""
+
+    phash_col: str = "image_phash"
+    """The pHash column: the image stage's, or a source's own (COYO's: source_image_phash)."""
+    blocklists: tuple[str, ...] = ()
+    """Eval-set blocklists (outputs of `winnow blocklist`)."""
+    blocklist_distance: int = 0
+    """A pair whose pHash is within this many bits of a blocklist hash is rejected (COYO: exact)."""
+    pair_dedup: bool = True
+    """(pHash, caption) exact dedup: the earliest dump, then the smallest id, wins (COYO)."""
+    history: bool = True
+    """Dedup against the accepted pairs of earlier dumps."""
+    history_path: str = ""
+    """Where the history is; "" = OUTPUT/history."""
+    near_duplicates: bool = False
+    """Near-duplicate images (pHash within near_distance), one winner per group."""
+    near_distance: int = 4
+    """Bits of Hamming distance within which two pHashes are near-duplicates."""
+    band_key_bits: int = 20
+    """Bits per band key of the banded Hamming join (udfs.hamming.band_plan)."""
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of every impossible value."""
+        if not self.phash_col.strip():
+            yield "phash_col", "must name a column"
+        for path in self.blocklists:
+            if "://" not in path and not os.path.exists(path):
+                yield "blocklists", f"not found: {path}"
+        if not 1 <= self.band_key_bits <= 64:
+            yield "band_key_bits", "must be within [1, 64]"
+            return
+        for key in ("blocklist_distance", "near_distance"):
+            value = getattr(self, key)
+            if not 0 <= value <= 32:
+                yield key, "must be within [0, 32] bits"
+                continue
+            try:
+                band_plan(value, self.band_key_bits)
+            except ValueError as exc:
+                yield key, str(exc)
 
 
 def check_phash_column(columns: list[str] | set[str], phash_col: str) -> None:
@@ -326,3 +367,53 @@ def split_dedup(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFra
     """(accepted, rejected) from the annotated frame: the stage adds no columns."""
     schema = StructType([StructField(f.name, f.dataType, True) for f in annotated.schema if f.name in input_columns])
     return accepted_rows(annotated, schema, []), rejected_rows(annotated, STAGE, input_columns)
+
+
+class DedupStage(Stage):
+    """Eval-set blocklists, then (pHash, caption) pairs, the history of earlier dumps, near-duplicates."""
+
+    name = STAGE
+    sections = {"dedup": DedupConfig}
+    description = "dedup: eval blocklists, (pHash, caption) pairs, history, near-duplicates"
+
+    def preflight(self) -> None:
+        # Blocklists are read (and their layout checked) before any data is.
+        self.blocklist = read_blocklists(self.ctx.spark, self.cfg.dedup.blocklists)
+
+    def check_source(self, source: DataFrame) -> None:
+        made = {"image_phash"} if "image" in self.cfg.run.stages else set()
+        check_phash_column(set(source.columns) | made, self.cfg.dedup.phash_col)
+
+    def part_paths(self) -> dict[str, str]:
+        return {"history": self.cfg.dedup.history_path or f"{self.ctx.output}/history"}
+
+    def _earlier(self) -> list[str] | None:
+        """The committed dumps the history may hold (never the run's own); None for a shared history path."""
+        if self.cfg.dedup.history_path:
+            return None
+        return sorted(set(self.ctx.committed) - set(self.ctx.dumps))
+
+    def fingerprint(self) -> Any:
+        ctx, earlier = self.ctx, self._earlier()
+        if earlier is not None:
+            return [(d, ctx.committed[d].get("run_id")) for d in earlier]
+        # A shared history: its files, but for the run's own dumps (this run rewrites them).
+        own = tuple(f"/{ctx.store.partition_dir(d)}/" for d in ctx.dumps)
+        path = self.part_paths()["history"]
+        return [f for f in ctx.store.files(path) if not any(o in f[0] for o in own) and "/_" not in f[0]]
+
+    def annotate(self, frame: DataFrame | None) -> DataFrame:
+        history = None
+        if self.cfg.dedup.history:
+            # Only committed dumps count as history, and never the run's own (a re-run changes nothing).
+            path = self.part_paths()["history"]
+            history = read_history(self.ctx.spark, path, set(self.ctx.dumps), self._earlier())
+        return with_dedup_verdicts(frame, self.cfg.dedup, self.blocklist, history)
+
+    def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+        return split_dedup(annotated, frame.columns)
+
+    def parts(self, accepted: DataFrame) -> dict[str, DataFrame]:
+        if not self.cfg.dedup.history:
+            return {}
+        return {"history": history_rows(accepted, self.cfg.dedup.phash_col)}
