@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline clean
+.PHONY: venv demo test lint docs bench bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline clean
 
 venv: $(STAMP)
 
@@ -24,9 +24,17 @@ demo: venv
 test: venv
 	$(PY) -m pytest
 
+# ruff, then the import contracts of pyproject.toml (imports point down: jobs -> udfs -> schemas).
 lint: venv
 	$(VENV)/bin/ruff check jobs udfs schemas tests bench
 	$(VENV)/bin/ruff format --check jobs udfs schemas tests bench
+	$(VENV)/bin/lint-imports --no-cache
+
+# The files generated from the code (tests/test_reference.py fails when one is stale).
+docs: venv
+	$(VENV)/bin/winnow config --defaults > deploy/winnow.toml
+	$(VENV)/bin/winnow config --reference > docs/config.md
+	$(VENV)/bin/winnow config --rules > docs/rules.md
 
 bench: bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline
 

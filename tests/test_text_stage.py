@@ -196,7 +196,7 @@ def test_models_load_once_per_python_worker(spark, rules):
 
     from udfs import resources
 
-    model = rules.spacy_model
+    model = rules.config.spacy_model
 
     def probe(batches):
         for batch in batches:

@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from jobs.errors import WinnowError
-from jobs.stage import Stage, accepted_rows, rejected_rows
+from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import HISTORY, col_ref
 from udfs.hamming import band_plan
@@ -374,6 +374,49 @@ class DedupStage(Stage):
 
     name = STAGE
     sections = {"dedup": DedupConfig}
+    rules = (
+        Rule(
+            "a 16-hex-digit pHash in `dedup.phash_col`",
+            "winnow",
+            ("dedup.phash_col",),
+            reasons.PHASH_INVALID,
+            "jobs/stages/dedup.py:with_dedup_verdicts",
+            "tests/test_dedup_stage.py::test_invalid_phashes_are_rejected_not_grouped",
+        ),
+        Rule(
+            "pHash not within `dedup.blocklist_distance` bits of an eval-set blocklist hash (ImageNet, Flickr30K, "
+            "COCO, ...)",
+            "COYO-700M",
+            ("dedup.blocklists", "dedup.blocklist_distance"),
+            reasons.EVAL_OVERLAP,
+            "jobs/stages/dedup.py:with_dedup_verdicts",
+            "tests/test_dedup_stage.py::test_blocklist_exact_and_within_k",
+        ),
+        Rule(
+            "one pair per (pHash, caption): the earliest dump, then the smallest id, wins",
+            "COYO-700M",
+            ("dedup.pair_dedup",),
+            reasons.DUPLICATE_PAIR,
+            "jobs/stages/dedup.py:with_dedup_verdicts",
+            "tests/test_dedup_stage.py::test_pair_winner_is_the_earliest_dump_then_the_smallest_id",
+        ),
+        Rule(
+            "no (pHash, caption) of an accepted pair of an earlier dump",
+            "winnow",
+            ("dedup.history",),
+            reasons.HISTORY_DUPLICATE,
+            "jobs/stages/dedup.py:with_dedup_verdicts",
+            "tests/test_dedup_stage.py::test_history_rejects_copies_of_earlier_dumps_and_a_rerun_changes_nothing",
+        ),
+        Rule(
+            "near-duplicate images (pHash within `dedup.near_distance`): one winner per group",
+            "winnow",
+            ("dedup.near_duplicates", "dedup.near_distance"),
+            reasons.NEAR_DUPLICATE,
+            "jobs/stages/dedup.py:near_duplicate_winners",
+            "tests/test_near_duplicates.py::test_near_duplicate_stage_one_winner_per_group",
+        ),
+    )
     description = "dedup: eval blocklists, (pHash, caption) pairs, history, near-duplicates"
 
     def preflight(self) -> None:

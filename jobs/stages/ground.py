@@ -83,7 +83,7 @@ from pyspark.sql.types import (
 
 from jobs.errors import ConservationError, WinnowError, require
 from jobs.session import session_conf
-from jobs.stage import Stage, accepted_rows, rejected_rows
+from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import BOX_VERDICT, BOXES, DETECTED, GRIT_COLUMNS, col_ref
 from udfs import detectors
@@ -364,6 +364,64 @@ class GroundStage(Stage):
 
     name = STAGE
     sections = {"ground": GroundConfig}
+    rules = (
+        Rule(
+            "noun chunks whose root lemma is one of `ground.abstract_nouns` are not grounded",
+            "GRIT",
+            ("ground.abstract_nouns",),
+            reasons.NO_GROUNDING,
+            "udfs/grounding.py:ground",
+            "tests/test_grounding_rules.py::test_abstract_noun_chunks_are_dropped_by_lemma",
+        ),
+        Rule(
+            "keep boxes with score strictly above `ground.min_score`",
+            "GRIT",
+            ("ground.min_score",),
+            reasons.NO_GROUNDING,
+            "udfs/grounding.py:ground",
+            "tests/test_grounding_rules.py::test_score_must_be_strictly_above_min_score",
+        ),
+        Rule(
+            "greedy NMS across all boxes of an image, even across chunks: IoU above `ground.nms_iou` is suppressed",
+            "GRIT (threshold not published)",
+            ("ground.nms_iou",),
+            reasons.NO_GROUNDING,
+            "udfs/grounding.py:nms",
+            "tests/test_grounding_rules.py::test_nms_suppresses_across_different_chunks",
+        ),
+        Rule(
+            "each kept chunk expands to its referring expression (the subtree of its root; not with conjuncts)",
+            "GRIT",
+            (),
+            "",
+            "udfs/text_rules.py:parse_spans",
+            "tests/test_grounding_rules.py::test_conjunct_chunks_keep_the_chunk_as_expression",
+        ),
+        Rule(
+            "Kosmos-2 training: drop expressions contained in another one",
+            "Kosmos-2",
+            ("ground.drop_contained",),
+            reasons.NO_GROUNDING,
+            "udfs/grounding.py:_drop_contained",
+            "tests/test_grounding_rules.py::test_contained_expressions_dropped_only_in_kosmos_mode",
+        ),
+        Rule(
+            "a pair with no box left is dropped",
+            "GRIT",
+            (),
+            reasons.NO_GROUNDING,
+            "udfs/grounding.py:judge_row",
+            "tests/test_grounding_rules.py::test_caption_without_chunks_is_no_grounding",
+        ),
+        Rule(
+            "a malformed box (span, score, NaN, outside the image, no area) is a box reject, not a failure",
+            "winnow",
+            ("ground.boxes_in_pixels",),
+            reasons.BOX_SPAN_INVALID,
+            "udfs/grounding.py:check_box",
+            "tests/test_grounding_rules.py::test_check_box_rejects_malformed_boxes",
+        ),
+    )
     description = "ground: noun chunks x boxes, NMS, referring expressions"
 
     def needs(self) -> dict[str, str]:

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from jobs.stage import Stage, accepted_rows, rejected_rows
+from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_VERDICT, col_ref
 from udfs.fetch import FetchConfig
@@ -98,6 +98,112 @@ class ImageStage(Stage):
 
     name = STAGE
     sections = {"fetch": FetchConfig, "image": ImageConfig}
+    rules = (
+        Rule(
+            "http(s) only; the address of every hop must be public, unless in `fetch.allow_networks`",
+            "winnow",
+            ("fetch.allow_networks",),
+            reasons.SSRF_REFUSED,
+            "udfs/fetch.py:AddressGuard.permits",
+            "tests/test_fetch.py::test_literal_private_addresses_are_refused_without_traffic",
+        ),
+        Rule(
+            "one deadline per attempt: resolve + connect + headers + body within `fetch.timeout`",
+            "winnow",
+            ("fetch.timeout",),
+            reasons.TIMEOUT,
+            "udfs/fetch.py:Fetcher._attempt",
+            "tests/test_fetch.py::test_trickle_ends_at_the_total_deadline",
+        ),
+        Rule(
+            "at most `fetch.max_bytes` bytes, declared or streamed",
+            "winnow",
+            ("fetch.max_bytes",),
+            reasons.TOO_LARGE,
+            "udfs/fetch.py:Fetcher._body",
+            "tests/test_fetch.py::test_endless_body_hits_the_byte_cap",
+        ),
+        Rule(
+            "at most `fetch.max_redirects` redirects, no loop",
+            "winnow",
+            ("fetch.max_redirects",),
+            reasons.TOO_MANY_REDIRECTS,
+            "udfs/fetch.py:Fetcher._attempt",
+            "tests/test_fetch.py::test_redirect_cap_is_exact",
+        ),
+        Rule(
+            "429 / 5xx retried `fetch.retries` times, honouring Retry-After up to `fetch.max_retry_after`",
+            "winnow",
+            ("fetch.retries", "fetch.max_retry_after"),
+            reasons.HTTP_5XX,
+            "udfs/fetch.py:Fetcher._fetch_http",
+            "tests/test_fetch.py::test_500_always_is_http_5xx_after_every_retry",
+        ),
+        Rule(
+            "X-Robots-Tag opt-outs (`fetch.robots_optout_tokens`) are honoured",
+            "winnow",
+            ("fetch.robots_optout_tokens",),
+            reasons.ROBOTS_OPTOUT,
+            "udfs/fetch.py:robots_optout",
+            "tests/test_fetch.py::test_robots_optout",
+        ),
+        Rule(
+            "NSFW score columns below `image.max_nsfw_score` (checked before fetching)",
+            "COYO-700M",
+            ("image.nsfw_score_columns", "image.max_nsfw_score"),
+            reasons.NSFW_SCORE,
+            "jobs/stages/image.py:with_nsfw_score_reasons",
+            "tests/test_image_stage.py::test_nsfw_scores_reject_without_fetching",
+        ),
+        Rule(
+            "at least `image.min_bytes` bytes (COYO: 5 KB, read as KiB)",
+            "COYO-700M",
+            ("image.min_bytes",),
+            reasons.FILE_TOO_SMALL,
+            "udfs/image.py:inspect_image",
+            "tests/test_image_rules.py::test_file_size_boundary_5119_rejected_5120_accepted",
+        ),
+        Rule(
+            "width x height <= `image.max_pixels`, read from the header (decompression bombs)",
+            "winnow",
+            ("image.max_pixels",),
+            reasons.TOO_MANY_PIXELS,
+            "udfs/image.py:inspect_image",
+            "tests/test_image_rules.py::test_bomb_is_refused_without_decoding",
+        ),
+        Rule(
+            "min(width, height) >= `image.min_side`",
+            "COYO-700M",
+            ("image.min_side",),
+            reasons.LOW_RESOLUTION,
+            "udfs/image.py:inspect_image",
+            "tests/test_image_rules.py::test_min_side_199_is_low_resolution",
+        ),
+        Rule(
+            "long side / short side <= `image.max_aspect_ratio`",
+            "COYO-700M",
+            ("image.max_aspect_ratio",),
+            reasons.ASPECT_RATIO,
+            "udfs/image.py:inspect_image",
+            "tests/test_image_rules.py::test_aspect_ratio_just_above_3_is_rejected",
+        ),
+        Rule(
+            "Pillow can decode it",
+            "COYO-700M",
+            (),
+            reasons.UNDECODABLE,
+            "udfs/image.py:inspect_image",
+            "tests/test_image_rules.py::test_kind_is_rejected_with_its_reason",
+        ),
+        Rule(
+            "image_phash = str(imagehash.phash(image)), 16 hex digits",
+            "COYO-700M",
+            ("image.phash",),
+            "",
+            "udfs/image.py:inspect_image",
+            "tests/test_image_rules.py::test_phash_is_imagehash_phash_bit_for_bit_on_300_varied_images",
+        ),
+    )
     description = "image: fetch, COYO image rules, pHash"
 
     def spark_conf(self) -> dict[str, str]:

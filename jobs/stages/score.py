@@ -46,7 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
 from jobs.errors import WinnowError, require
-from jobs.stage import Stage, accepted_rows, rejected_rows
+from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, col_ref
 from udfs import scorers
@@ -427,6 +427,40 @@ class ScoreStage(Stage):
 
     name = STAGE
     sections = {"score": ScoreConfig}
+    rules = (
+        Rule(
+            "a row whose image cannot be scored (or scores NaN) is rejected",
+            "winnow",
+            (),
+            reasons.SCORE_FAILED,
+            "udfs/scorers.py:score_batch",
+            "tests/test_score_stage.py::test_unscorable_rows_are_score_failed",
+        ),
+        Rule(
+            "every nsfw_score_* below `score.max_nsfw_score`",
+            "COYO-700M",
+            ("score.max_nsfw_score",),
+            reasons.SCORE_NSFW,
+            "jobs/stages/score.py:with_score_verdicts",
+            "tests/test_score_stage.py::test_nsfw_filter_is_coyos",
+        ),
+        Rule(
+            "CLIP similarity at least `score.min_similarity` (-1 = off)",
+            "LAION-5B",
+            ("score.min_similarity",),
+            reasons.SCORE_LOW_SIMILARITY,
+            "jobs/stages/score.py:with_score_verdicts",
+            "tests/test_score_stage.py::test_min_similarity",
+        ),
+        Rule(
+            "in the top `score.top_fraction` of the scored rows by CLIP similarity (1 = off)",
+            "DataComp",
+            ("score.top_fraction", "score.quantile_relative_error"),
+            reasons.SCORE_BELOW_QUANTILE,
+            "jobs/stages/score.py:similarity_cutoff",
+            "tests/test_score_stage.py::test_top_fraction",
+        ),
+    )
 
     def needs(self) -> dict[str, str]:
         return {"image": "it scores the images the image stage keeps (image.keep_bytes = true)"}

@@ -28,7 +28,7 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.stage import Stage, accepted_rows, rejected_rows
+from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import TEXT_ACCEPTED, TEXT_VERDICT
 from udfs import resources
@@ -102,6 +102,104 @@ class TextStage(Stage):
 
     name = STAGE
     sections = {"text": TextConfig, "text_zh": ChineseTextConfig}
+    rules = (
+        Rule(
+            "whitespace runs become one space, then the caption is stripped",
+            "COYO-700M",
+            (),
+            "",
+            "jobs/stages/text.py:normalise_caption_col",
+            "tests/test_text_stage.py::test_sql_normalisation_matches_python",
+        ),
+        Rule(
+            "at least `text.min_chars` characters (COYO: more than 5)",
+            "COYO-700M",
+            ("text.min_chars",),
+            reasons.TOO_SHORT,
+            "udfs/text_rules.py:check_cheap_rules",
+            "tests/test_text_rules.py::test_up_to_five_characters_is_too_short",
+        ),
+        Rule(
+            "at most `text.max_chars` characters",
+            "COYO-700M",
+            ("text.max_chars",),
+            reasons.TOO_LONG,
+            "udfs/text_rules.py:check_cheap_rules",
+            "tests/test_text_rules.py::test_thousand_and_one_characters_is_too_long",
+        ),
+        Rule(
+            "at least `text.min_words` words",
+            "COYO-700M",
+            ("text.min_words",),
+            reasons.TOO_FEW_WORDS,
+            "udfs/text_rules.py:check_cheap_rules",
+            "tests/test_text_rules.py::test_two_words_is_too_few",
+        ),
+        Rule(
+            "at most `text.max_words` words",
+            "COYO-700M",
+            ("text.max_words",),
+            reasons.TOO_MANY_WORDS,
+            "udfs/text_rules.py:check_cheap_rules",
+            "tests/test_text_rules.py::test_256_words_pass_every_rule_and_257_are_too_many",
+        ),
+        Rule(
+            "no NSFW word (better-profanity's list, plus the user's lists)",
+            "COYO-700M",
+            ("text.nsfw_builtin_list", "text.nsfw_word_lists", "text.nsfw_ignore_words"),
+            reasons.NSFW_WORD,
+            "udfs/text_rules.py:find_nsfw_word",
+            "tests/test_text_rules.py::test_builtin_word_is_rejected_with_the_word",
+        ),
+        Rule(
+            "CLD3's language is `text.language` (probability at least `text.min_language_probability`)",
+            "COYO-700M",
+            ("text.language", "text.min_language_probability"),
+            reasons.WRONG_LANGUAGE,
+            "udfs/text_rules.py:check_language_and_frequency",
+            "tests/test_text_rules.py::test_other_languages_are_rejected",
+        ),
+        Rule(
+            "the text occurs at most `text.max_occurrences` times in the whole input (all copies go)",
+            "COYO-700M",
+            ("text.max_occurrences",),
+            reasons.TOO_FREQUENT,
+            "udfs/text_rules.py:check_language_and_frequency",
+            "tests/test_text_rules.py::test_frequency_boundary",
+        ),
+        Rule(
+            "spaCy finds a noun (a `text.noun_pos` tag)",
+            "COYO-700M",
+            ("text.noun_pos", "text.spacy_model"),
+            reasons.NO_NOUN,
+            "udfs/text_rules.py:judge_captions",
+            "tests/test_text_rules.py::test_caption_without_noun_is_rejected",
+        ),
+        Rule(
+            "Chinese (text.language = zh): `text_zh.min_chars`..`text_zh.max_chars` characters",
+            "winnow (TaiSu has none)",
+            ("text_zh.min_chars", "text_zh.max_chars"),
+            reasons.TOO_LONG,
+            "udfs/text_rules_zh.py:check_cheap_rules_zh",
+            "tests/test_text_zh.py::test_length_is_counted_in_characters_up_to_max_chars",
+        ),
+        Rule(
+            "Chinese: `text_zh.min_words`..`text_zh.max_words` jieba words",
+            "winnow (TaiSu has none)",
+            ("text_zh.min_words", "text_zh.max_words"),
+            reasons.TOO_MANY_WORDS,
+            "udfs/text_rules_zh.py:check_cheap_rules_zh",
+            "tests/test_text_zh.py::test_words_are_jieba_tokens_without_punctuation",
+        ),
+        Rule(
+            "Chinese: jieba.posseg tags a noun (a `text_zh.noun_flags` flag)",
+            "winnow",
+            ("text_zh.noun_flags",),
+            reasons.NO_NOUN,
+            "udfs/text_rules_zh.py:judge_captions_zh",
+            "tests/test_text_zh.py::test_rules_at_their_boundaries",
+        ),
+    )
 
     def preflight(self) -> None:
         self.rules = rules_from_config(self.cfg.text, self.cfg.text_zh)  # a missing model fails here
