@@ -169,7 +169,8 @@ def rules_markdown() -> str:
             ]
         keys = "<br>".join(f"`{k}`" for k in rule.keys)
         defaults = "<br>".join(f"`{_cell(toml_value(default_of(k)))}`" for k in rule.keys)
-        cells = [rule.rule, rule.source, keys, defaults, f"`{rule.reason}`", f"`{rule.code}`", f"`{rule.test}`"]
+        reason = f"`{rule.reason}`" if rule.reason else "(none: it rewrites or measures)"
+        cells = [rule.rule, rule.source, keys, defaults, reason, f"`{rule.code}`", f"`{rule.test}`"]
         lines.append("| " + " | ".join(_cell(c) if "`" not in c else c for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
