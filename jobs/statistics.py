@@ -44,7 +44,7 @@ SAMPLE_CHARS = 300
 OVERSAMPLE = 8
 _HASH_RANGE = 1 << 31
 
-# A dedup reject's detail -> the winner's (id, dump); see jobs.dedup._of.
+# A dedup reject's detail -> the winner's (id, dump); see jobs.stages.dedup._of.
 WINNER_PATTERN = r"^(?:duplicate of|duplicate of accepted|near-duplicate of) id (-?\d+) \(dump (.*)\)$"
 DUPLICATE_REASONS = (reasons.DUPLICATE_PAIR, reasons.HISTORY_DUPLICATE, reasons.NEAR_DUPLICATE)
 
@@ -76,8 +76,9 @@ def even_edges(lo: float, step: float, n: int) -> tuple[float, ...]:
     return tuple(round(lo + i * step, 9) for i in range(n + 1))
 
 
-# Bins chosen to show the COYO filters' ranges: sides from 0 to 2,000 px (min 200 kept),
-# aspect ratio 1 to 3 (the filter's cap), captions to 500 characters and 100 words.
+# Bins chosen to show the COYO filters' ranges at their defaults: sides from 0 to 2,000 px
+# (image.min_side kept), aspect ratio 1 to 3 (image.max_aspect_ratio), captions to 500
+# characters and 100 words.
 HISTOGRAMS = {
     "width": HistogramSpec("width", "Width (pixels)", even_edges(0, 100, 20), integer=True),
     "height": HistogramSpec("height", "Height (pixels)", even_edges(0, 100, 20), integer=True),

@@ -41,6 +41,7 @@ from pyspark.testing import assertSchemaEqual
 
 from jobs import blocklist
 from schemas import reasons
+from schemas.tables import BLOCKLIST
 from udfs.image import phash_verdict
 
 pytestmark = pytest.mark.timeout(180)
@@ -174,7 +175,7 @@ def test_folder_hashes_equal_imagehash_and_bad_files_are_counted(spark, folder, 
     assert f"{out}/name=coco/" in printed
 
     table = spark.read.parquet(str(out))
-    expected_schema = StructType(blocklist.BLOCKLIST.fields + [StructField("name", StringType())])
+    expected_schema = StructType(BLOCKLIST.fields + [StructField("name", StringType())])
     assertSchemaEqual(table.schema, expected_schema, ignoreNullable=True)
     collected = [r.asDict() for r in table.collect()]
     rows = _by_name(collected)["coco"]

@@ -1,4 +1,4 @@
-"""The dedup stage (jobs.dedup) in local-mode Spark: pairs, skew, blocklists, history, and the pipeline.
+"""The dedup stage (jobs.stages.dedup) in local-mode Spark: pairs, skew, blocklists, history, and the pipeline.
 
 Near-duplicate grouping and the banded join's recall are in test_near_duplicates.py.
 """

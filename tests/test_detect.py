@@ -1,6 +1,6 @@
 """`winnow detect` (jobs.detect): the shape detector over the built-in sample's scenes, in local-mode Spark.
 
-The input is made here: 40 synthetic scenes (``jobs.sample.random_scene`` +
+The input is made here: 40 synthetic scenes (``jobs.demo.sample.random_scene`` +
 ``draw_scene`` JPEG bytes in ``image``) whose noun-chunk and referring-expression
 spans come from the default spaCy model through ``udfs.text_rules.parse_spans``,
 as the text stage writes them, plus rows that must fail without stopping the job
@@ -36,7 +36,7 @@ from schemas.tables import BOXES
 from udfs import detectors
 from udfs.grounding import GroundConfig, check_box, iou
 from udfs.resources import spacy_pipeline
-from udfs.text_rules import TextRules, parse_spans
+from udfs.text_rules import TextConfig, parse_spans
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(180)]
 
@@ -54,7 +54,6 @@ TEST_DETECTORS = textwrap.dedent(
     '''
     """Test detectors for tests/test_detect.py, shipped to the workers with addPyFile."""
     from jobs.demo.shapes import shape_detector
-from udfs import detectors
 
 
     def flaky(image, phrases):
@@ -69,7 +68,7 @@ MODULE = "winnow_test_detect_plugins"
 
 
 def spans_of(nlp: Any, caption: str) -> tuple[list[dict], list[dict]]:
-    _, chunks, refs = parse_spans(nlp(caption), TextRules().noun_pos)
+    _, chunks, refs = parse_spans(nlp(caption), TextConfig().noun_pos)
     return chunks, refs
 
 
@@ -277,7 +276,7 @@ def test_a_lost_row_fails_the_conservation_check_with_exit_3(
         ("udfs.detectors:no_such_detector", "has no attribute"),
         ("no_such_module:detector", "cannot import module"),
         ("udfs.detectors", "must look like"),
-        ("udfs.detectors:MIN_SCORE", "not a callable"),
+        ("udfs.detectors:MAX_PIXELS", "not a callable"),
     ],
 )
 def test_bad_detector_path_exits_2(

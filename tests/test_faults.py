@@ -45,7 +45,7 @@ SLOW = 0.05
 
 
 class SlowImageServer:
-    """The sample's images (the layout of jobs.sample.serve_images) over HTTP on 127.0.0.1, from a
+    """The sample's images (the layout of jobs.demo.sample.serve_images) over HTTP on 127.0.0.1, from a
     slow host: responses go out one at a time, each ``delay`` seconds after the previous one.
     Counts the requests per path and the responses sent."""
 

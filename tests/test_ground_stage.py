@@ -1,4 +1,4 @@
-"""The grounding stage (jobs.ground) in local-mode Spark: the GRIT example, the rules, malformed boxes.
+"""The grounding stage (jobs.stages.ground) in local-mode Spark: the GRIT example, the rules, malformed boxes.
 
 The rules themselves (NMS, abstract nouns, conjuncts, containment) are tested
 without Spark in test_grounding_rules.py, with real spaCy parses; here the

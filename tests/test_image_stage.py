@@ -1,4 +1,4 @@
-"""Local-mode Spark tests of the image stage (jobs.image) against the hostile server.
+"""Local-mode Spark tests of the image stage (jobs.stages.image) against the hostile server.
 
 One DataFrame row per misbehaviour route of tests/hostile_server.py, plus a
 null URL and a carried column; the stage runs once per module (requests run

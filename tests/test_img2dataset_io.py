@@ -1,7 +1,7 @@
 """img2dataset outputs as inputs (parquet with image bytes, WebDataset tars) and the WebDataset export.
 
 Pure tests of ``udfs.wds`` first (no Spark), then local-mode Spark tests that
-read tiny img2dataset outputs made here through ``jobs.ingest`` and export
+read tiny img2dataset outputs made here through ``jobs.stages.ingest`` and export
 DataFrames with an ``image`` column through ``jobs.export``.
 """
 
@@ -85,7 +85,7 @@ def i2d_members(key: str, image: bytes | None, caption: str | None, meta: dict |
 
 
 def ingest(spark, path, fmt="auto", **cfg):
-    """(accepted rows, rejected rows, ingest counts) read through jobs.ingest, conservation checked."""
+    """(accepted rows, rejected rows, ingest counts) read through jobs.stages.ingest, conservation checked."""
     config = IngestConfig(**cfg)
     resolved = resolve_format(str(path), fmt if fmt != "auto" else config.input_format)
     raw = read_source(spark, str(path), resolved, config)

@@ -1,4 +1,4 @@
-"""Near-duplicate images on Spark: the banded join of jobs.dedup against brute force, and real image copies.
+"""Near-duplicate images on Spark: the banded join of jobs.stages.dedup against brute force, and real image copies.
 
 ``near_pairs`` and ``blocklist_matches`` must find exactly what an O(n²) check finds on a few thousand hashes with
 planted neighbours at k and k + 1 bits and band-key decoys. The near-duplicate verdicts of ``with_dedup_verdicts``

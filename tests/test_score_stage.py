@@ -1,4 +1,4 @@
-"""The score stage (jobs.score) in local-mode Spark, and `winnow run --stages text,image,score` end to end.
+"""The score stage (jobs.stages.score) in local-mode Spark, and `winnow run --stages text,image,score` end to end.
 
 Stage tests feed uniformly coloured JPEGs, so the expected scores come from
 ``onnx_factory.Models``' numpy reference (mean colour x weights), computed

@@ -1,4 +1,4 @@
-"""Local-mode Spark tests of the text stage (jobs.text) and of the stage split / funnel."""
+"""Local-mode Spark tests of the text stage (jobs.stages.text) and of the stage split / funnel."""
 
 from __future__ import annotations
 

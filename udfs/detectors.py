@@ -51,7 +51,7 @@ from udfs.image import ImageConfig
 DetectorBox = tuple[float, float, float, float, float]  # x_min, y_min, x_max, y_max (normalised), score
 Detector = Callable[[Image.Image, list[str]], list[list[DetectorBox]]]  # the contract above
 
-# A row's outcome (jobs.detect.DETECTED.outcome).
+# A row's outcome: the `outcome` column of schemas.tables.DETECTED.
 WITH_BOXES, WITHOUT_BOXES, FAILED = "with-boxes", "without-boxes", "failed"
 # The image stage's pixel limit: a decompression bomb is refused from its header.
 MAX_PIXELS = ImageConfig().max_pixels

@@ -33,7 +33,7 @@ from schemas import reasons
 ZERO_WIDTH_CLASS = "\u00ad\u200e\u200f\u202a-\u202e\u2060-\u2064\ufeff"
 # Whitespace, C0/C1 control characters and the zero-width space: each run
 # becomes one space. Python's \s and Java's (?U)\s agree once the control
-# ranges are added, so the Spark expression in jobs/text.py and this function
+# ranges are added, so the Spark expression in jobs/stages/text.py and this function
 # give the same string (tests/test_text_stage.py checks it).
 _ZERO_WIDTH = re.compile(f"[{ZERO_WIDTH_CLASS}]")
 _SPACE_RUN = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b]+")
@@ -136,11 +136,11 @@ class TextConfig:
     min_chars: int = 6
     """COYO: length > 5 characters."""
     max_chars: int = 1000
-    """COYO: length <= 1000 characters."""
+    """The longest caption kept, in characters (COYO's rule)."""
     min_words: int = 3
-    """COYO: at least 3 words."""
+    """The fewest words a caption may have (COYO's rule)."""
     max_words: int = 256
-    """COYO: at most 256 words."""
+    """The most words a caption may have (COYO's rule)."""
     language: str = "en"
     """The CLD3 language a caption must have (COYO: English). "zh" selects the Chinese rule set
     ([text_zh]); any other CLD3 code keeps these rules with that language (and a matching spaCy model)."""

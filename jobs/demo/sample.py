@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 
 from schemas import reasons
 from udfs.image import phash_bytes
+from udfs.text_rules import TextConfig
 
 COLORS = ("red", "blue", "green", "yellow", "orange", "purple", "white", "black")
 SHAPES = ("circle", "square", "triangle", "star", "rectangle")
@@ -62,7 +63,7 @@ BAD_IMAGES = (
     "image-nsfw-score",  # nsfw_score_gantman = 0.93: never fetched
 )
 # Their captions: plain English that every text rule keeps (CLD3 is sure of each), so
-# the row reaches the image stage; each appears at most 10 times (copies), never too often.
+# the row reaches the image stage; each appears at most text.max_occurrences times (copies), never too often.
 BAD_IMAGE_CAPTIONS = (
     "a photograph of a wooden chair standing next to an open window in a sunny kitchen",
     "a small brown dog sleeping on a blue blanket in front of the fireplace at home",
@@ -73,7 +74,7 @@ BAD_IMAGE_CAPTIONS = (
     "a yellow taxi waiting at the traffic lights on a busy road in the evening",
     "a cup of hot coffee and a newspaper on a wooden table near the window",
 )
-SPAM = "click here to see the best deals on red circles today"  # appears 12 times: > 10
+SPAM = "click here to see the best deals on red circles today"  # more than text.max_occurrences copies
 
 
 RGB = {
@@ -207,13 +208,14 @@ def sample_rows(n: int, seed: int = 0, base_url: str = "http://127.0.0.1:8765") 
     """
     rnd = random.Random(seed)
     rows: list[dict] = []
-    copies = min(10, max(1, n // 200))  # at most 10 copies each: not "too frequent"
+    most = TextConfig().max_occurrences
+    copies = min(most, max(1, n // 200))  # at most text.max_occurrences copies each: not "too frequent"
     for kind, caption in BAD_ROWS * copies:
         url = None if kind == "missing-url" else "placeholder"
         rows.append({"url": url, "caption": caption, "expect": kind})
     for kind, caption in zip(BAD_IMAGES, BAD_IMAGE_CAPTIONS, strict=True):
         rows += [{"url": "placeholder", "caption": caption, "expect": kind, "image": kind} for _ in range(copies)]
-    rows += [{"url": "placeholder", "caption": SPAM, "expect": "text-too-frequent"} for _ in range(12)]
+    rows += [{"url": "placeholder", "caption": SPAM, "expect": "text-too-frequent"} for _ in range(most + 2)]
     # Scenes with messy whitespace, tabs and zero-width spaces normalise to clean text.
     for _ in range(copies):
         rows.append(

@@ -50,7 +50,7 @@ from schemas.tables import IMAGE_INPUT
 from udfs import taisu
 
 WEB, GENERATED = "web", "generated"
-# Working columns with_pair_columns reads (jobs.ingest) and drops.
+# Working columns with_pair_columns reads (jobs.stages.ingest) and drops.
 PROBLEM, PROBLEM_DETAIL = "_problem", "_problem_detail"
 
 _RANGE = StructType(

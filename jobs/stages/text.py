@@ -12,7 +12,7 @@ Run it through the pipeline:
 
 Every rule depends on the normalised caption alone, so the rules run once per
 distinct caption: a ``groupBy`` counts each caption over the whole input (the
-global "more than 10 times" rule), one pandas UDF judges each distinct caption
+global ``text.max_occurrences`` rule), one pandas UDF judges each distinct caption
 (cheap rules, then CLD3, then spaCy on the survivors), and the verdicts join
 back to the rows. Web captions repeat a lot, so this is also the fast path.
 
