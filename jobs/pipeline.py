@@ -265,9 +265,9 @@ def run_pipeline(
     run = Run.start(spark, cfg, input_path, output)
     if not run.open(incremental):
         return {"new_dumps": [], "committed": sorted(run.ctx.committed)}
-    # Configs, models, word lists, blocklists, the Boxes table: checked before any data is read.
-    spark.sparkContext.setJobDescription("preflight: models, word lists, blocklists, the Boxes table")
+    # Models, word lists, blocklists, the Boxes table: loaded and checked before any data is read.
     for stage in run.stages:
+        spark.sparkContext.setJobDescription(f"{stage.name}: preflight (models, lists, tables)")
         stage.preflight()
     frame = None
     for stage in run.stages:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import pipeline, storage
+from jobs.stages import dedup, ingest, text
 
 pytestmark = pytest.mark.spark
 
@@ -137,18 +138,18 @@ def test_incremental_needs_dump_folders(tmp_path, capsys):
 def run_counting(monkeypatch, input_path: Path, out: Path, *extra: str) -> dict[str, int]:
     """Run the pipeline and count how often each stage's compute function was called."""
     calls = {"ingest": 0, "text": 0, "dedup": 0}
-    for stage, name in (
-        ("ingest", "with_pair_columns"),
-        ("text", "with_text_verdicts"),
-        ("dedup", "with_dedup_verdicts"),
+    for stage, module, name in (
+        ("ingest", ingest, "with_pair_columns"),
+        ("text", text, "with_text_verdicts"),
+        ("dedup", dedup, "with_dedup_verdicts"),
     ):
-        real = getattr(pipeline, name)
+        real = getattr(module, name)
 
         def counted(*args, _real=real, _stage=stage, **kwargs):
             calls[_stage] += 1
             return _real(*args, **kwargs)
 
-        monkeypatch.setattr(pipeline, name, counted)
+        monkeypatch.setattr(module, name, counted)
     code = pipeline.main(["--input", str(input_path), "--output", str(out), *ARGS, *extra])
     monkeypatch.undo()
     assert code == 0

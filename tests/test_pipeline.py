@@ -18,7 +18,9 @@ from demo_digest import demo_digest
 from pyspark.sql import functions as F
 
 from jobs import cli, pipeline
+from jobs.config import default_config
 from jobs.session import JavaMissing, check_java
+from jobs.stages import text as text_stage
 from schemas import reasons
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,7 +296,7 @@ def test_help_documents_every_option_and_config_key(capsys):
     text = capsys.readouterr().out
     for option in ("--input", "--output", "--config", "--input-format", "--url-col", "--caption-col", "--stages"):
         assert option in text
-    for section, table in pipeline.Config().to_dict().items():
+    for section, table in default_config().to_dict().items():
         for key in table:
             assert f"{section}.{key} = " in text
 
@@ -302,13 +304,13 @@ def test_help_documents_every_option_and_config_key(capsys):
 @pytest.mark.spark
 def test_conservation_failure_exits_3_and_writes_nothing(spark, tmp_path, monkeypatch, capsys):
     """A stage that duplicates rows (here: a broken join) stops the job before any write."""
-    real = pipeline.with_text_verdicts
+    real = text_stage.with_text_verdicts
 
     def duplicating(pairs, rules, partitions=0):
         annotated = real(pairs, rules, partitions)
         return annotated.unionByName(annotated.limit(1))
 
-    monkeypatch.setattr(pipeline, "with_text_verdicts", duplicating)
+    monkeypatch.setattr(text_stage, "with_text_verdicts", duplicating)
     out = tmp_path / "out"
     assert pipeline.main(["--input", str(write_list(tmp_path)), "--output", str(out), "--stages", "text"]) == 3
     assert "conservation check failed" in capsys.readouterr().err
