@@ -86,31 +86,41 @@ budget and 200 sampled queries (a smoke test, results in dedup-quick.json).
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
 import logging
 import math
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import cached_marker, load_average, publish, start_spark
+from benchlib import (
+    BUILD,
+    CORES,
+    MASTER,
+    REPO,
+    BenchArgs,
+    ensure_cached,
+    interleave,
+    job_group,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    rotate,
+    run_main,
+    start_spark,
+    timings,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "build"
 DATA_DIR = BUILD / "bench-dedup"
-RESULTS = REPO / "bench" / "results"
 BASELINE_REQUIREMENTS = REPO / "bench" / "dedup-baseline-requirements.txt"
-MASTER = "local[2]"
-CORES = 2
 # Enough that the band join's sort at 4M rows and k = 4 (54M exploded rows a side) fits in
 # memory (16 spilled 730 MB to disk there); AQE coalesces the small shuffles.
 SHUFFLE_PARTITIONS = 64
@@ -275,25 +285,23 @@ def synthetic_pairs(spark: Any, rows: int, seed: int = SEED) -> Any:
 
 
 def data_path(rows: int) -> Path:
+    """Where the table of ``rows`` rows is cached (parquet, and its marker)."""
     return DATA_DIR / str(rows)
 
 
 def ensure_data(spark: Any, rows: int) -> dict[str, Any]:
     """The table of ``rows`` rows under build/bench-dedup/<rows>/ (written if missing or stale) and its marker."""
+    want = {"version": GENERATOR_VERSION, "seed": SEED, "rows": rows}
+    return ensure_cached(data_path(rows), want, partial(write_table, spark, rows), f"{rows:,} rows")
+
+
+def write_table(spark: Any, rows: int, tmp: Path) -> dict[str, Any]:
+    """Write the table of ``rows`` rows to ``tmp`` and return what was planted; raises if the generator is off."""
     from pyspark.sql import functions as F
 
-    path = data_path(rows)
-    marker = path / "_bench.json"
-    want = {"version": GENERATOR_VERSION, "seed": SEED, "rows": rows}
-    if (meta := cached_marker(marker, want)) is not None:
-        return meta
     blocks = rows // BLOCK
     if blocks % PRIME == 0:
         raise ValueError(f"{rows} rows: the block permutation needs a block count not divisible by {PRIME}")
-    log.info("generating %d rows into %s (once per size)", rows, path)
-    started = time.perf_counter()
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     generated = synthetic_pairs(spark, rows)
     # Only the pair columns are written: the truth columns would change the file sizes the
     # planner estimates from. They are counted from the generator itself (deterministic).
@@ -319,20 +327,13 @@ def ensure_data(spark: Any, rows: int) -> dict[str, Any]:
     exact_copies = kinds.get("pair-copy", 0) + kinds.get("group-copy", 0)
     if bad_masks or sum(kinds.values()) != rows or exact_copies != 2 * blocks or kinds.get("near-copy") != blocks:
         raise RuntimeError(f"generator check failed for {rows} rows: kinds {kinds}, {bad_masks} bad flip masks")
-    meta = {
-        **want,
+    return {
         "kinds": dict(sorted(kinds.items())),
         "planted_exact_copies": exact_copies,
         "near_copies_by_flips": dict(sorted(near_by_flips.items())),
         "distinct_hashes": hashes["distinct"],
         "max_rows_per_hash": hashes["max_rows"],
-        "generate_s": round(time.perf_counter() - started, 1),
     }
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    marker.write_text(json.dumps(meta, indent=2) + "\n")
-    log.info("generated %d rows in %.1f s: %s", rows, meta["generate_s"], meta["kinds"])
-    return meta
 
 
 def planted_near(meta: dict[str, Any], k: int) -> int:
@@ -344,6 +345,7 @@ def planted_near(meta: dict[str, Any], k: int) -> int:
 
 
 def dedup_config(variant: str) -> Any:
+    """The stage's settings for a variant: ``exact`` (pair dedup only) or ``near-k<k>`` (near-duplicates only)."""
     from jobs.config import DedupConfig
 
     if variant == "exact":
@@ -353,6 +355,7 @@ def dedup_config(variant: str) -> Any:
 
 
 def read_pairs(spark: Any, rows: int) -> Any:
+    """The cached table as the stage gets it: the pair columns only."""
     return spark.read.parquet(str(data_path(rows))).select(*PAIR_COLUMNS)
 
 
@@ -377,20 +380,20 @@ def time_variant(
         *[F.count_if(reason == code).alias(code) for code in codes],
         F.count_if(reason.isNotNull() & ~reason.isin(*codes)).alias("other"),
     ]
-    sc = spark.sparkContext
-    sc.setJobGroup(group, f"bench dedup {group}")
-    if no_broadcast:
-        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     observation = Observation(group)
-    try:
-        started = time.perf_counter()
-        annotated = with_dedup_verdicts(read_pairs(spark, rows), dedup_config(variant), blocklist=None, history=None)
-        annotated.observe(observation, *metrics).write.format("noop").mode("overwrite").save()
-        seconds = time.perf_counter() - started
-    finally:
+    with job_group(spark, group, f"bench dedup {group}") as sc:
         if no_broadcast:
-            spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
-        sc.setJobGroup("bench-idle", "bench idle")
+            spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+        try:
+            started = time.perf_counter()
+            annotated = with_dedup_verdicts(
+                read_pairs(spark, rows), dedup_config(variant), blocklist=None, history=None
+            )
+            annotated.observe(observation, *metrics).write.format("noop").mode("overwrite").save()
+            seconds = time.perf_counter() - started
+        finally:
+            if no_broadcast:
+                spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
     counts = {k: int(v or 0) for k, v in observation.get.items()}
     jobs = len(sc.statusTracker().getJobIdsForGroup(group))
     return seconds, counts, jobs
@@ -475,6 +478,7 @@ def warm_up(spark: Any, rows: int) -> float:
 
 
 def read_table(rows: int, columns: list[str]) -> Any:
+    """The cached table read with pyarrow, in one process: how the baselines read it (timed, as Spark's read is)."""
     import pyarrow.parquet as pq
 
     return pq.read_table(str(data_path(rows)), columns=columns)
@@ -531,6 +535,7 @@ def exact_dict(rows: int) -> tuple[float, int]:
 
 
 def hamming(a: int, b: int) -> int:
+    """The BK-tree's distance: differing bits of two 64-bit pHashes."""
     return (a ^ b).bit_count()
 
 
@@ -672,6 +677,7 @@ def run_baselines(
     sample_queries: int,
     sample_seconds: float,
 ) -> dict[str, Any]:
+    """Every baseline at every size: the exact ones ``runs`` times each, the BK-tree within ``budget``."""
     out: dict[str, Any] = {"exact-pandas": {}, "exact-dict": {}}
     for rows in sizes:
         for name, fn in (("exact-pandas", exact_pandas), ("exact-dict", exact_dict)):
@@ -683,12 +689,10 @@ def run_baselines(
             want = metas[rows]["planted_exact_copies"]
             if rejected != want:
                 raise RuntimeError(f"baseline {name} at {rows} rows rejected {rejected}, planted {want}")
-            med = statistics.median(seconds)
             out[name][str(rows)] = {
                 "status": "ran",
-                "seconds": [round(s, 3) for s in seconds],
-                "seconds_median": round(med, 3),
-                "rows_per_s": round(rows / med, 1),
+                **timings(seconds),
+                "rows_per_s": round(rows / statistics.median(seconds), 1),
                 "rejected": rejected,
             }
 
@@ -767,7 +771,7 @@ def compare(report: dict[str, Any]) -> dict[str, Any]:
                 "spark_rows_per_s_per_core": spark_rate,
                 "baseline_rows_per_s": b["rows_per_s"],
                 "baseline_status": b["status"],
-                "ratio": round(spark_rate / b["rows_per_s"], 3),
+                "ratio": ratio(spark_rate, b["rows_per_s"]),
             }
     return out
 
@@ -776,10 +780,12 @@ def compare(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def _m(rows: int) -> str:
+    """A size as the growth line names it: 1M, 400k."""
     return f"{rows / 1e6:g}M" if rows >= 1_000_000 else f"{rows / 1e3:g}k"
 
 
 def format_report(report: dict[str, Any]) -> str:
+    """The Spark table, the band-key analysis, the baselines and the ratios; the load averages follow (publish)."""
     cores = report["cores"]
     sizes = [str(s) for s in report["sizes"]]
     lines = [
@@ -881,7 +887,6 @@ def format_report(report: dict[str, Any]) -> str:
                 f"  {name:<26} at {c['rows']:>10,} rows: {c['spark_rows_per_s_per_core']:>9,.0f} / "
                 f"{c['baseline_rows_per_s']:>9,.0f} = {c['ratio']:.2f}{note}"
             )
-    lines.append(f"load average (1/5/15 min) at start {report['load_average_start']}, end {report['load_average_end']}")
     return "\n".join(lines)
 
 
@@ -889,6 +894,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def parse_sizes(text: str) -> list[int]:
+    """``--sizes``: distinct multiples of the block, sorted (the growth ratio is largest over smallest)."""
     sizes = [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
     if not sizes or any(s < BLOCK or s % BLOCK for s in sizes) or len(set(sizes)) != len(sizes):
         raise ValueError(f"--sizes must be distinct positive multiples of {BLOCK}")
@@ -896,15 +902,14 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = BenchArgs(
+        __doc__,
+        "dedup",
+        quick_runs=1,
+        quick_help=f"sizes {','.join(map(str, QUICK_SIZES))}, 1 run, 60 s baseline budget, 200 sampled queries",
+    )
     parser.add_argument(
         "--sizes", help=f"rows per table, comma-separated (default {','.join(map(str, DEFAULT_SIZES))})"
-    )
-    parser.add_argument("--runs", type=int, help="timed runs per (variant, size), interleaved (default 3)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: sizes {','.join(map(str, QUICK_SIZES))}, 1 run, 60 s baseline budget, 200 sampled queries",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="Spark only")
     parser.add_argument(
@@ -921,43 +926,78 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-seconds", type=float, default=SAMPLE_SECONDS, help=f"at most this long ({SAMPLE_SECONDS:g})"
     )
-    parser.add_argument(
-        "--output", type=Path, help="JSON results (default bench/results/dedup.json; dedup-quick.json with --quick)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parser.parse(argv)
     try:
         sizes = parse_sizes(args.sizes) if args.sizes else list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     except ValueError as exc:
         parser.error(str(exc))
-    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    runs = args.runs
     budget = args.baseline_budget if args.baseline_budget is not None else (60.0 if args.quick else BASELINE_BUDGET_S)
     sample_queries = args.sample_queries or (200 if args.quick else SAMPLE_QUERIES)
     max_run_seconds = args.max_run_seconds
-    output = args.output or RESULTS / ("dedup-quick.json" if args.quick else "dedup.json")
-    if runs < 1 or args.shuffle_partitions < 1 or sample_queries < 1:
-        parser.error("--runs, --shuffle-partitions and --sample-queries must be at least 1")
+    if args.shuffle_partitions < 1 or sample_queries < 1:
+        parser.error("--shuffle-partitions and --sample-queries must be at least 1")
 
     from jobs.config import DedupConfig, RunConfig
-    from jobs.session import JavaMissing
     from schemas import reasons
 
     key_bits = DedupConfig().band_key_bits
     load_start = load_average()
-    try:
-        spark, jvm_startup_s = start_spark(
-            MASTER, "winnow-bench-dedup", args.shuffle_partitions, RunConfig().arrow_batch_size
-        )
-    except JavaMissing as exc:
-        print(f"bench_dedup: error: {exc}", file=sys.stderr)
-        return 2
+    spark, jvm_startup_s = start_spark(
+        MASTER, "winnow-bench-dedup", args.shuffle_partitions, RunConfig().arrow_batch_size
+    )
     log.info("JVM start-up %.1f s", jvm_startup_s)
 
     warm_rows = min(QUICK_SIZES[0], sizes[0])
     metas: dict[int, dict[str, Any]] = {}
     expects: dict[str, dict[int, dict[str, int]]] = {v: {} for v in VARIANTS}
     band: dict[str, list[dict[str, Any]]] = {}
-    timings: dict[str, dict[int, dict[str, Any]]] = {v: {} for v in VARIANTS}
+    # Per variant and size: jobs, counts, the broadcast fallback and the cap (the seconds come from interleave).
+    spark_runs: dict[str, dict[int, dict[str, Any]]] = {v: {} for v in VARIANTS}
+
+    def run_variant(run: int, variant: str, rows: int) -> float | None:
+        """One timed run of ``variant`` at ``rows``, checked; None once the (variant, size) is capped."""
+        t = spark_runs[variant].setdefault(rows, {"jobs": [], "no_broadcast": False})
+        if t.get("capped"):
+            return None
+        group = f"bench-{variant}-{rows}-{run}"
+        started = time.perf_counter()
+        try:
+            seconds, counts, jobs = time_variant(spark, rows, variant, group, t["no_broadcast"])
+        except Exception as exc:
+            if t["no_broadcast"] or BROADCAST_OOM not in str(exc):
+                raise
+            # The stage as it is cannot run here: say so, and time it with broadcast
+            # joins off (what the error suggests) for this (variant, size) from now on.
+            t["no_broadcast"] = True
+            t["failure"] = {"error": BROADCAST_OOM, "after_s": round(time.perf_counter() - started, 3)}
+            log.warning(
+                "%s at %d rows FAILED after %.1f s (%s): timing it with broadcast joins off",
+                variant,
+                rows,
+                t["failure"]["after_s"],
+                BROADCAST_OOM,
+            )
+            seconds, counts, jobs = time_variant(spark, rows, variant, group + "-nobroadcast", True)
+        check_counts(variant, rows, counts, expects[variant][rows])
+        t["jobs"].append(jobs)
+        t["counts"] = counts
+        if run == 1 and seconds > max_run_seconds and runs > 1:
+            t["capped"] = True
+            log.warning("%s at %d rows took %.0f s > %.0f s: not repeated", variant, rows, seconds, max_run_seconds)
+        log.info(
+            "run %d/%d %s at %d rows: %.1f s = %.0f rows/s/core (%d jobs)%s",
+            run,
+            runs,
+            variant,
+            rows,
+            seconds,
+            per_core(rows, seconds),
+            jobs,
+            ", broadcast joins off" if t["no_broadcast"] else "",
+        )
+        return seconds
+
     try:
         ensure_data(spark, warm_rows)
         warm_up_s = warm_up(spark, warm_rows)
@@ -986,51 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
                     "min": planted + exact,
                     "max": planted + exact + chance_allowance(expected) * meta["max_rows_per_hash"],
                 }
-            for run in range(1, runs + 1):
-                shift = (run - 1) % len(VARIANTS)
-                for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                    t = timings[variant].setdefault(rows, {"seconds": [], "jobs": [], "no_broadcast": False})
-                    if t.get("capped"):
-                        continue
-                    group = f"bench-{variant}-{rows}-{run}"
-                    started = time.perf_counter()
-                    try:
-                        seconds, counts, jobs = time_variant(spark, rows, variant, group, t["no_broadcast"])
-                    except Exception as exc:
-                        if t["no_broadcast"] or BROADCAST_OOM not in str(exc):
-                            raise
-                        # The stage as it is cannot run here: say so, and time it with broadcast
-                        # joins off (what the error suggests) for this (variant, size) from now on.
-                        t["no_broadcast"] = True
-                        t["failure"] = {"error": BROADCAST_OOM, "after_s": round(time.perf_counter() - started, 3)}
-                        log.warning(
-                            "%s at %d rows FAILED after %.1f s (%s): timing it with broadcast joins off",
-                            variant,
-                            rows,
-                            t["failure"]["after_s"],
-                            BROADCAST_OOM,
-                        )
-                        seconds, counts, jobs = time_variant(spark, rows, variant, group + "-nobroadcast", True)
-                    check_counts(variant, rows, counts, expects[variant][rows])
-                    t["seconds"].append(seconds)
-                    t["jobs"].append(jobs)
-                    t["counts"] = counts
-                    if run == 1 and seconds > max_run_seconds and runs > 1:
-                        t["capped"] = True
-                        log.warning(
-                            "%s at %d rows took %.0f s > %.0f s: not repeated", variant, rows, seconds, max_run_seconds
-                        )
-                    log.info(
-                        "run %d/%d %s at %d rows: %.1f s = %.0f rows/s/core (%d jobs)%s",
-                        run,
-                        runs,
-                        variant,
-                        rows,
-                        seconds,
-                        rows / seconds / CORES,
-                        jobs,
-                        ", broadcast joins off" if t["no_broadcast"] else "",
-                    )
+            # The variants in turn each round, the first one rotating (each leads once in three rounds).
+            sides = {variant: partial(run_variant, variant=variant, rows=rows) for variant in VARIANTS}
+            for variant, seconds in interleave(runs, sides, rotate).items():
+                spark_runs[variant][rows]["seconds"] = seconds
     finally:
         spark.stop()
 
@@ -1038,13 +1037,11 @@ def main(argv: list[str] | None = None) -> int:
     for variant in VARIANTS:
         spark_report[variant] = {}
         for rows in sizes:
-            t = timings[variant][rows]
-            med = statistics.median(t["seconds"])
+            t = spark_runs[variant][rows]
             counts = t["counts"]
             spark_report[variant][str(rows)] = {
-                "seconds": [round(s, 3) for s in t["seconds"]],
-                "seconds_median": round(med, 3),
-                "rows_per_s_per_core": round(rows / med / CORES, 1),
+                **timings(t["seconds"]),
+                "rows_per_s_per_core": round(per_core(rows, statistics.median(t["seconds"])), 1),
                 "jobs": max(t["jobs"]),
                 # The stage failed as it is; these runs had spark.sql.autoBroadcastJoinThreshold=-1.
                 "failure": t.get("failure"),
@@ -1082,9 +1079,9 @@ def main(argv: list[str] | None = None) -> int:
         report["baseline_budget_s"] = budget
         report["baseline"] = run_baselines(sizes, runs, metas, expects, budget, sample_queries, args.sample_seconds)
         report["ratio"] = compare(report)
-    publish(report, load_start, output, format_report)
+    publish(report, load_start, args.output, format_report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_dedup"))

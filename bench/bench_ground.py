@@ -74,30 +74,37 @@ Results: a table on stdout and ``bench/results/ground.json``
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import shutil
 import statistics
 import sys
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import cached_marker, load_average, publish, start_spark
+from benchlib import (
+    BUILD,
+    CORES,
+    MASTER,
+    BenchArgs,
+    ensure_cached,
+    interleave,
+    job_group,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    run_main,
+    start_spark,
+    timings,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "build"
 DATA_DIR = BUILD / "bench-ground"
-RESULTS = REPO / "bench" / "results"
-MASTER = "local[2]"
-CORES = 2
 SHUFFLE_PARTITIONS = 16
 DEFAULT_ROWS = 1_000_000
 QUICK_ROWS = 100_000
 WARM_UP_ROWS = 20_000
-RUNS = 3
 
 # --- the synthetic tables: bumped when the generator changes, so a stale cache is not reused.
 GENERATOR_VERSION = "v2"
@@ -156,12 +163,14 @@ def _rand(salt: str, *cols: Any) -> Any:
 
 
 def _below(per_mille: int, salt: str, *cols: Any) -> Any:
+    """True for about ``per_mille`` in 1000 values of ``cols`` (seeded): how rows are picked for a planted kind."""
     from pyspark.sql import functions as F
 
     return F.pmod(_rand(salt, *cols), F.lit(1000)) < per_mille
 
 
 def _pick(words: tuple[str, ...], salt: str, *cols: Any) -> Any:
+    """One of ``words`` per value of ``cols`` (seeded)."""
     from pyspark.sql import functions as F
 
     return F.element_at(
@@ -282,6 +291,7 @@ def synthetic_boxes(spark: Any, pairs: Any, rows: int) -> Any:
 
 
 def _box(i: Any, n: Any, chunk: Any, is_abstract: Any, k: Any, j: Any) -> Any:
+    """Box ``j`` of chunk ``k`` of pair ``i`` (see the module docstring), with its planted kind and cell."""
     from pyspark.sql import functions as F
 
     cell = F.when(j == 2, F.pmod(k + 1, n)).otherwise(k)
@@ -321,6 +331,7 @@ def _box(i: Any, n: Any, chunk: Any, is_abstract: Any, k: Any, j: Any) -> Any:
 
 
 def data_path(rows: int) -> Path:
+    """Where the tables of ``rows`` pairs are cached (pairs/, boxes/ and the marker)."""
     return DATA_DIR / str(rows)
 
 
@@ -356,23 +367,20 @@ def planted_counts(boxes: Any, pairs: int, limit: int | None = None) -> dict[str
 
 def ensure_data(spark: Any, rows: int) -> dict[str, Any]:
     """The tables of ``rows`` pairs under build/bench-ground/<rows>/ (written if missing or stale) and their marker."""
+    want = {"version": GENERATOR_VERSION, "seed": SEED, "rows": rows}
+    return ensure_cached(data_path(rows), want, partial(write_tables, spark, rows), f"{rows:,} pairs and their boxes")
+
+
+def write_tables(spark: Any, rows: int, tmp: Path) -> dict[str, Any]:
+    """Write the pairs and boxes of ``rows`` pairs under ``tmp`` and return what was planted."""
     from schemas.tables import BOXES
 
-    path = data_path(rows)
-    marker = path / "_bench.json"
-    want = {"version": GENERATOR_VERSION, "seed": SEED, "rows": rows}
-    if (meta := cached_marker(marker, want)) is not None:
-        return meta
-    log.info("generating %d pairs and their boxes into %s (once per size)", rows, path)
-    started = time.perf_counter()
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     synthetic_pairs(spark, rows).write.mode("overwrite").parquet(str(tmp / "pairs"))
     # The boxes are made from the written pairs (their spans); only BOXES' columns are written,
     # the truth is counted from the generator (deterministic).
     boxes = synthetic_boxes(spark, spark.read.parquet(str(tmp / "pairs")), rows)
     boxes.select(*BOXES.fieldNames()).write.mode("overwrite").parquet(str(tmp / "boxes"))
-    meta = {**want, **planted_counts(boxes, rows)}
+    meta = planted_counts(boxes, rows)
     stats = (
         spark.read.parquet(str(tmp / "pairs"))
         .selectExpr("count(1) AS n", "avg(size(noun_chunk_spans)) AS chunks", "avg(length(caption)) AS caption_chars")
@@ -384,12 +392,7 @@ def ensure_data(spark: Any, rows: int) -> dict[str, Any]:
         chunks_per_pair=round(stats["chunks"], 3),
         boxes_per_pair=round((meta["box_rows"] - meta["planted"]["box-no-pair"]) / rows, 3),
         caption_chars_mean=round(stats["caption_chars"], 1),
-        generate_s=round(time.perf_counter() - started, 1),
     )
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
-    marker.write_text(json.dumps(meta, indent=2) + "\n")
-    log.info("generated %d pairs in %.1f s: %s", rows, meta["generate_s"], meta)
     return meta
 
 
@@ -435,21 +438,19 @@ def time_spark(spark: Any, rows: int, group: str) -> tuple[float, dict[str, dict
         ],
     }
     observations = {name: Observation(f"{group}-{name}") for name in metrics}
-    sc = spark.sparkContext
-    sc.setJobGroup(group, f"bench ground {group}")
     path = data_path(rows)
-    started = time.perf_counter()
-    pairs = spark.read.parquet(str(path / "pairs"))
-    annotated, box_verdicts = with_ground_verdicts(pairs, read_boxes(spark, str(path / "boxes")), GroundConfig())
-    annotated = annotated.persist(StorageLevel.DISK_ONLY)
-    try:
-        accepted, rejected = split_ground(annotated, pairs.columns)
-        for name, frame in (("accepted", accepted), ("rejected", rejected), ("boxes", box_verdicts)):
-            frame.observe(observations[name], *metrics[name]).write.format("noop").mode("overwrite").save()
-        seconds = time.perf_counter() - started
-    finally:
-        annotated.unpersist(blocking=True)
-        sc.setJobGroup("bench-idle", "bench idle")
+    with job_group(spark, group, f"bench ground {group}"):
+        started = time.perf_counter()
+        pairs = spark.read.parquet(str(path / "pairs"))
+        annotated, box_verdicts = with_ground_verdicts(pairs, read_boxes(spark, str(path / "boxes")), GroundConfig())
+        annotated = annotated.persist(StorageLevel.DISK_ONLY)
+        try:
+            accepted, rejected = split_ground(annotated, pairs.columns)
+            for name, frame in (("accepted", accepted), ("rejected", rejected), ("boxes", box_verdicts)):
+                frame.observe(observations[name], *metrics[name]).write.format("noop").mode("overwrite").save()
+            seconds = time.perf_counter() - started
+        finally:
+            annotated.unpersist(blocking=True)
     counts = {name: {k: int(v or 0) for k, v in o.get.items()} for name, o in observations.items()}
     return seconds, counts
 
@@ -610,6 +611,7 @@ def baseline_limit(rows: int, budget: float, variant: str) -> tuple[int, dict[st
 
 
 def format_report(report: dict[str, Any]) -> str:
+    """The Spark and baseline table and what every run was checked against; the load averages follow (publish)."""
     s, meta = report["spark"], report["generator"]["table"]
     lines = [
         f"grounding stage, {report['rows']:,} pairs ({meta['chunks_per_pair']} noun chunks, {meta['boxes_per_pair']} "
@@ -650,7 +652,6 @@ def format_report(report: dict[str, Any]) -> str:
         "box reasons and outcomes as planted"
         + ("; the baselines' counts as planted for their ids" if baselines else ""),
         f"box outcomes: {', '.join(f'{k} {v:,}' for k, v in report['expected_box_counts'].items() if v)}",
-        f"load average (1/5/15 min) at start {report['load_average_start']}, end {report['load_average_end']}",
     ]
     return "\n".join(lines)
 
@@ -659,10 +660,15 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, help=f"pairs (default {DEFAULT_ROWS:,}; {QUICK_ROWS:,} with --quick)")
-    parser.add_argument("--runs", type=int, default=RUNS, help=f"timed runs per side, interleaved (default {RUNS})")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROWS:,} pairs, 60 s baseline budget")
+    parser = BenchArgs(
+        __doc__,
+        "ground",
+        rows=DEFAULT_ROWS,
+        quick_rows=QUICK_ROWS,
+        min_rows=1_000,
+        rows_help="pairs",
+        quick_help=f"{QUICK_ROWS:,} pairs, 60 s baseline budget",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="Spark only")
     parser.add_argument(
         "--shuffle-partitions", type=int, default=SHUFFLE_PARTITIONS, help=f"default {SHUFFLE_PARTITIONS}"
@@ -670,36 +676,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-budget", type=float, help=f"seconds a baseline run may take (default {BASELINE_BUDGET_S:g})"
     )
-    parser.add_argument(
-        "--output", type=Path, help="JSON results (default bench/results/ground.json; ground-quick.json with --quick)"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
+    args = parser.parse(argv)
+    rows = args.rows
     budget = args.baseline_budget if args.baseline_budget is not None else (60.0 if args.quick else BASELINE_BUDGET_S)
-    output = args.output or RESULTS / ("ground-quick.json" if args.quick else "ground.json")
-    if rows < 1_000 or args.runs < 1 or args.shuffle_partitions < 1:
-        parser.error("--rows must be at least 1000, --runs and --shuffle-partitions at least 1")
+    if args.shuffle_partitions < 1:
+        parser.error("--shuffle-partitions must be at least 1")
 
     from jobs.config import GroundConfig, RunConfig
-    from jobs.session import JavaMissing
 
     if GroundConfig().min_score != MIN_SCORE:
         raise RuntimeError(f"the planting assumes min_score {MIN_SCORE}, the stage has {GroundConfig().min_score}")
     load_start = load_average()
-    try:
-        spark, jvm_startup_s = start_spark(
-            MASTER, "winnow-bench-ground", args.shuffle_partitions, RunConfig().arrow_batch_size
-        )
-    except JavaMissing as exc:
-        print(f"bench_ground: error: {exc}", file=sys.stderr)
-        return 2
+    spark, jvm_startup_s = start_spark(
+        MASTER, "winnow-bench-ground", args.shuffle_partitions, RunConfig().arrow_batch_size
+    )
     log.info("JVM start-up %.1f s", jvm_startup_s)
 
     warm_rows = min(WARM_UP_ROWS, rows)
-    spark_seconds: list[float] = []
     variants = () if args.skip_baseline else BASELINES
-    base: dict[str, dict[str, Any]] = {v: {"seconds": []} for v in variants}
+    base: dict[str, dict[str, Any]] = {v: {} for v in variants}
+    spark_counts: dict[str, dict[str, int]] = {}
+
+    def spark_side(run: int) -> float:
+        seconds, counts = time_spark(spark, rows, f"bench-ground-{rows}-{run}")
+        check_spark(rows, counts, meta)
+        spark_counts.update(counts)
+        log.info("run %d/%d spark: %.1f s = %.0f rows/s/core", run, args.runs, seconds, per_core(rows, seconds))
+        return seconds
+
+    def baseline_side(run: int, variant: str) -> float:
+        b = base[variant]
+        seconds, b["counts"] = baseline_run(rows, b["rows"], variant)
+        check_baseline(b["rows"], b["counts"], b["planted"])
+        log.info(
+            "run %d/%d baseline %s on %d pairs: %.1f s = %.0f rows/s",
+            run,
+            args.runs,
+            variant,
+            b["rows"],
+            seconds,
+            b["rows"] / seconds,
+        )
+        return seconds
+
     try:
         warm_meta = ensure_data(spark, warm_rows)
         started = time.perf_counter()
@@ -712,29 +731,13 @@ def main(argv: list[str] | None = None) -> int:
             b = base[variant]
             b["rows"], b["estimate"] = baseline_limit(rows, budget, variant)
             b["planted"] = meta if b["rows"] == rows else prefix_planted(spark, rows, b["rows"])
-        for run in range(1, args.runs + 1):
-            seconds, counts = time_spark(spark, rows, f"bench-ground-{rows}-{run}")
-            check_spark(rows, counts, meta)
-            spark_seconds.append(seconds)
-            log.info("run %d/%d spark: %.1f s = %.0f rows/s/core", run, args.runs, seconds, rows / seconds / CORES)
-            for variant in variants:
-                b = base[variant]
-                seconds, b["counts"] = baseline_run(rows, b["rows"], variant)
-                check_baseline(b["rows"], b["counts"], b["planted"])
-                b["seconds"].append(seconds)
-                log.info(
-                    "run %d/%d baseline %s on %d pairs: %.1f s = %.0f rows/s",
-                    run,
-                    args.runs,
-                    variant,
-                    b["rows"],
-                    seconds,
-                    b["rows"] / seconds,
-                )
+        # Each round: Spark, then each baseline.
+        sides = {"spark": spark_side, **{v: partial(baseline_side, variant=v) for v in variants}}
+        seconds = interleave(args.runs, sides)
     finally:
         spark.stop()
 
-    med = statistics.median(spark_seconds)
+    med = statistics.median(seconds["spark"])
     report: dict[str, Any] = {
         "bench": "ground",
         "master": MASTER,
@@ -748,10 +751,9 @@ def main(argv: list[str] | None = None) -> int:
         "warm_up_rows": warm_rows,
         "warm_up_s": round(warm_up_s, 3),
         "spark": {
-            "seconds": [round(x, 3) for x in spark_seconds],
-            "seconds_median": round(med, 3),
-            "rows_per_s_per_core": round(rows / med / CORES, 1),
-            "counts": counts,
+            **timings(seconds["spark"]),
+            "rows_per_s_per_core": round(per_core(rows, med), 1),
+            "counts": spark_counts,
         },
         "expected_box_counts": expected_box_counts(meta),
     }
@@ -760,21 +762,19 @@ def main(argv: list[str] | None = None) -> int:
         report["baseline"] = {}
         for variant in variants:
             b = base[variant]
-            b_med = statistics.median(b["seconds"])
-            rate = b["rows"] / b_med
+            rate = b["rows"] / statistics.median(seconds[variant])
             report["baseline"][variant] = {
                 "rows": b["rows"],
                 "full": b["rows"] == rows,
                 "estimate": b["estimate"],
-                "seconds": [round(x, 3) for x in b["seconds"]],
-                "seconds_median": round(b_med, 3),
+                **timings(seconds[variant]),
                 "rows_per_s": round(rate, 1),
-                "ratio": round(report["spark"]["rows_per_s_per_core"] / rate, 3),
+                "ratio": ratio(report["spark"]["rows_per_s_per_core"], rate),
                 "counts": b["counts"],
             }
-    publish(report, load_start, output, format_report)
+    publish(report, load_start, args.output, format_report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_ground"))

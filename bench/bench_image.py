@@ -45,7 +45,6 @@ then with the stage's rules, which add the resize and JPEG encode), bare
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import io
@@ -67,18 +66,31 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import load_average, publish, start_spark
+from benchlib import (
+    BUILD,
+    CORES,
+    MASTER,
+    REPO,
+    BenchArgs,
+    alternate,
+    interleave,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    rounded,
+    run_main,
+    start_spark,
+    timings,
+    warm_workers,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-BUILD = REPO / "build"
-RESULTS = REPO / "bench" / "results"
 IMAGES_DIR = BUILD / "bench-images"
 WORK_DIR = BUILD / "bench-image-work"
 I2D_VENV = BUILD / "img2dataset-venv"
 I2D_REQUIREMENTS = REPO / "bench" / "img2dataset-requirements.txt"
 I2D_PYTHON = os.environ.get("WINNOW_BENCH_PYTHON311", "python3.11")
-MASTER = "local[2]"
-CORES = 2  # local[2] for winnow, 2 processes for img2dataset
+# benchlib.CORES: local[2] for winnow, and img2dataset's --processes_count.
 IMAGE_SIZE = 256
 # winnow configurations timed (--set overrides on top of fetch.allow_networks=127.0.0.1/32):
 # the stage as the issue defines it (fetch, COYO checks, exact pHash), then with the
@@ -424,27 +436,18 @@ def img2dataset_floor(paths: list[Path], count: int) -> float:
 # --- winnow ---------------------------------------------------------------------------------------------------------
 
 
-def warm_python_workers(spark: Any) -> float:
-    """One Python worker per core with the image stage's modules imported; returns the seconds taken.
+def load_image_modules() -> None:
+    """The image stage's modules, imported in a (worker) process before a timed run (benchlib.warm_workers).
 
-    Spark ends Python workers idle for a minute, and the img2dataset run in between
-    can last longer, so they are warmed before every timed run: the timing holds
-    the stage, not worker start-up, as img2dataset's start-up is subtracted too.
+    The img2dataset run in between can outlast Spark's one-minute idle timeout
+    for Python workers, so they are warmed before every timed run: the timing
+    holds the stage, not worker start-up, as img2dataset's start-up is subtracted too.
     """
-    import pandas as pd  # noqa: F401 - the mapInPandas function runs on the workers
+    import imagehash  # noqa: F401
+    import PIL.Image  # noqa: F401
 
-    def load(batches: Any) -> Any:
-        import imagehash  # noqa: F401
-        import PIL.Image  # noqa: F401
-
-        import udfs.fetch  # noqa: F401
-        import udfs.image  # noqa: F401
-
-        yield from batches
-
-    started = time.perf_counter()
-    spark.range(0, CORES, 1, CORES).mapInPandas(load, "id long").write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - started
+    import udfs.fetch  # noqa: F401
+    import udfs.image  # noqa: F401
 
 
 def run_winnow(spark: Any, cfg: Any, url_list: Path, output: Path) -> float:
@@ -519,11 +522,8 @@ def cpu_floor(datas: list[bytes], count: int, image_cfgs: list[Any]) -> dict[str
 # --- report ---------------------------------------------------------------------------------------------------------
 
 
-def per_core(images: int, seconds: float) -> float:
-    return images / seconds / CORES
-
-
 def format_report(report: dict[str, Any]) -> str:
+    """Start-ups apart, the sides' table, the ratios and the CPU floor; the load averages follow (publish)."""
     n = report["images"]
     winnows = report["winnow"]
     first = next(iter(winnows.values()))
@@ -579,7 +579,6 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for name, v in report["cpu_floor"]["results"].items():
         lines.append(f"  {name:<72} {v['images_per_s']:>8.1f} images/s  ({v['ms_per_image']:.1f} ms/image)")
-    lines.append(f"load average (1/5/15 min) at start {report['load_average_start']}, end {report['load_average_end']}")
     return "\n".join(lines)
 
 
@@ -587,9 +586,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = BenchArgs(__doc__, "image")
     parser.add_argument("--images", type=int, default=3000, help="distinct images served and fetched (default 3000)")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per side, alternating (default 3)")
     parser.add_argument("--skip-img2dataset", action="store_true", help="winnow and the CPU floor only")
     parser.add_argument(
         "--i2d-threads", type=int, default=64, help="img2dataset --thread_count per process (default 64)"
@@ -615,14 +613,11 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(f"{k}: {' '.join(v) or 'the defaults'}" for k, v in VARIANTS.items())
         + ")",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS / "image.json", help="JSON results")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.runs < 1 or args.images < 1 or args.floor_images < 1 or args.i2d_threads < 1 or args.i2d_shards < 1:
-        parser.error("--runs, --images, --floor-images, --i2d-threads and --i2d-shards must be at least 1")
+    args = parser.parse(argv)
+    if args.images < 1 or args.floor_images < 1 or args.i2d_threads < 1 or args.i2d_shards < 1:
+        parser.error("--images, --floor-images, --i2d-threads and --i2d-shards must be at least 1")
 
     from jobs.config import RunConfig, load_config
-    from jobs.session import JavaMissing
 
     modes = [m.strip() for m in args.variants.split(",") if m.strip()]
     if not modes or len(set(modes)) != len(modes) or not set(modes) <= set(VARIANTS):
@@ -650,26 +645,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url_list = write_url_list(WORK_DIR / "urls" / "urls.parquet", server, range(n))
         one_url = write_url_list(WORK_DIR / "one-url" / "urls.parquet", server, range(1))
-        try:
-            spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-image", 2 * CORES, RunConfig().arrow_batch_size)
-        except JavaMissing as exc:
-            print(f"bench_image: error: {exc}", file=sys.stderr)
-            return 2
+        spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-image", 2 * CORES, RunConfig().arrow_batch_size)
         log.info("JVM start-up %.1f s; serving %d images on %s", jvm_startup_s, n, server.base)
 
-        ws: dict[str, dict[str, Any]] = {mode: {"seconds": [], "worker_warmup_s": []} for mode in modes}
-        i: dict[str, Any] = {"seconds": [], "startup_s": [], "shard_span_s": []}
+        ws: dict[str, dict[str, Any]] = {mode: {"worker_warmup_s": []} for mode in modes}
+        i: dict[str, Any] = {"startup_s": [], "shard_span_s": []}
 
-        def winnow_run(run: int, mode: str) -> None:
+        def winnow_run(run: int, mode: str) -> float:
             w = ws[mode]
-            w["worker_warmup_s"].append(warm_python_workers(spark))
+            w["worker_warmup_s"].append(warm_workers(spark, CORES, load_image_modules))
             before = server.served()
             seconds = run_winnow(spark, cfgs[mode], url_list, WORK_DIR / "winnow-out")
             fetched = server.served() - before
             w["reasons"] = check_winnow_output(spark, WORK_DIR / "winnow-out", n, cfgs[mode].image.keep_bytes)
             if fetched != n:
                 raise RuntimeError(f"winnow fetched {fetched} images for {n} URLs")
-            w["seconds"].append(seconds)
             log.info(
                 "run %d/%d winnow (%s): %.1f s = %.1f images/s/core",
                 run,
@@ -678,8 +668,9 @@ def main(argv: list[str] | None = None) -> int:
                 seconds,
                 per_core(n, seconds),
             )
+            return seconds
 
-        def img2dataset_run(run: int) -> None:
+        def img2dataset_run(run: int) -> float:
             assert i2d_exe is not None
             fmt, threads = args.i2d_output_format, args.i2d_threads
             startup, _ = run_img2dataset(i2d_exe, one_url, WORK_DIR / "i2d-one", 1, threads, per_shard, fmt)
@@ -689,7 +680,6 @@ def main(argv: list[str] | None = None) -> int:
             if fetched != n:
                 raise RuntimeError(f"img2dataset fetched {fetched} images for {n} URLs")
             i["startup_s"].append(startup)
-            i["seconds"].append(seconds)
             i["shard_span_s"].append(span)
             log.info(
                 "run %d/%d img2dataset: %.1f s (start-up %.1f s) = %.1f images/s/core net",
@@ -699,13 +689,13 @@ def main(argv: list[str] | None = None) -> int:
                 startup,
                 per_core(n, max(seconds - startup, 1e-9)),
             )
+            return seconds
 
-        sides: list[Any] = [functools.partial(winnow_run, mode=mode) for mode in modes]
+        # The winnow variants, then img2dataset; reversed every other round (the first side swaps).
+        sides: dict[str, Any] = {mode: functools.partial(winnow_run, mode=mode) for mode in modes}
         if not args.skip_img2dataset:
-            sides.append(img2dataset_run)
-        for run in range(1, args.runs + 1):
-            for side in sides if run % 2 else reversed(sides):
-                side(run)
+            sides["img2dataset"] = img2dataset_run
+        run_seconds = interleave(args.runs, sides, alternate)
 
         # Rounds alternate like the timed runs: the floor drifts as much as the runs do.
         floor_runs: dict[str, list[float]] = {}
@@ -726,13 +716,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def summary(mode: str) -> dict[str, Any]:
         w, c = ws[mode], cfgs[mode]
-        w_med = statistics.median(w["seconds"])
+        w_med = statistics.median(run_seconds[mode])
         w_cold = jvm_startup_s + statistics.median(w["worker_warmup_s"]) + w_med
         return {
             "jvm_startup_s": round(jvm_startup_s, 3),
-            "worker_warmup_s": [round(s, 3) for s in w["worker_warmup_s"]],
-            "seconds": [round(s, 3) for s in w["seconds"]],
-            "seconds_median": round(w_med, 3),
+            "worker_warmup_s": rounded(w["worker_warmup_s"]),
+            **timings(run_seconds[mode]),
             "images_per_s": round(n / w_med, 2),
             "images_per_s_per_core": round(per_core(n, w_med), 2),
             # A cold job for comparison with img2dataset's gross figure: JVM + workers + stage.
@@ -766,14 +755,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.skip_img2dataset:
         start_med = statistics.median(i["startup_s"])
-        i_med = statistics.median(i["seconds"])
+        i_med = statistics.median(run_seconds["img2dataset"])
         net_med = max(i_med - start_med, 1e-9)
         report["img2dataset"] = {
             "version": "1.47.0",
-            "startup_s": [round(s, 3) for s in i["startup_s"]],
-            "startup_s_median": round(start_med, 3),
-            "seconds": [round(s, 3) for s in i["seconds"]],
-            "seconds_median": round(i_med, 3),
+            **timings(i["startup_s"], "startup_s"),
+            **timings(run_seconds["img2dataset"]),
             "seconds_net_median": round(net_med, 3),
             "shard_span_s": [round(s, 3) if s is not None else None for s in i["shard_span_s"]],
             "images_per_s_gross": round(n / i_med, 2),
@@ -798,11 +785,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         i2d = report["img2dataset"]
         report["ratio"] = {
-            mode: round(w["images_per_s_per_core"] / i2d["images_per_s_per_core"], 3)
+            mode: ratio(w["images_per_s_per_core"], i2d["images_per_s_per_core"])
             for mode, w in report["winnow"].items()
         }
         report["ratio_cold"] = {
-            mode: round(w["images_per_s_per_core_cold"] / i2d["images_per_s_per_core_gross"], 3)
+            mode: ratio(w["images_per_s_per_core_cold"], i2d["images_per_s_per_core_gross"])
             for mode, w in report["winnow"].items()
         }
     report["cpu_floor"] = {
@@ -810,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.runs,
         "results": {
             name: {
-                "seconds": [round(x, 3) for x in runs],
+                "seconds": rounded(runs),
                 "images_per_s": round(args.floor_images / statistics.median(runs), 2),
                 "ms_per_image": round(1000 * statistics.median(runs) / args.floor_images, 3),
             }
@@ -822,4 +809,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_image"))

@@ -27,25 +27,38 @@ JVM start-up apart and the load average, and writes them as JSON to
 
 from __future__ import annotations
 
-import argparse
+import logging
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from benchlib import load_average, publish, start_spark, warm_workers
+from benchlib import (
+    CAPTIONS,
+    CORES,
+    MASTER,
+    BenchArgs,
+    interleave,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    run_main,
+    skip_without_captions,
+    start_spark,
+    warm_workers,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-CAPTIONS = REPO.parent / "shared" / "data" / "laion_style_captions_10k.parquet"
-RESULTS = REPO / "bench" / "results"
-MASTER = "local[2]"
-CORES = 2
 STAGES = ["text", "dedup"]
+VARIANTS = ("checkpoints", "in-memory", "resume")
+
+log = logging.getLogger("winnow.bench.pipeline")
 
 
 def write_crawl(folder: Path, rows: int) -> None:
@@ -67,6 +80,7 @@ def write_crawl(folder: Path, rows: int) -> None:
 
 
 def run_once(spark: Any, crawl: Path, output: Path, **run: bool) -> float:
+    """Wall seconds of one ``run_pipeline`` over ``crawl`` into ``output``, with ``run.<key>=<value>`` set."""
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
 
@@ -80,19 +94,37 @@ def run_once(spark: Any, crawl: Path, output: Path, **run: bool) -> float:
 
 
 def load_text_stage() -> None:
+    """The text stage's models and tools in a (worker) process, before a timed run (benchlib.warm_workers)."""
     from jobs.config import ChineseTextConfig, TextConfig
     from jobs.text import rules_from_config
 
     rules_from_config(TextConfig(), ChineseTextConfig())
 
 
+def order(run: int, names: list[str]) -> list[str]:
+    """In-memory first on odd rounds, checkpoints first on even ones; the resume last in each."""
+    return ["in-memory", "checkpoints", "resume"] if run % 2 else ["checkpoints", "in-memory", "resume"]
+
+
+def time_variant(run: int, variant: str, spark: Any, crawl: Path, work: Path) -> float:
+    """One timed pipeline run of ``variant`` into a fresh output, the Python workers warmed first."""
+    warm_workers(spark, CORES, load_text_stage)
+    output = work / f"out-{variant}-{run - 1}"
+    if variant == "resume":
+        # The run before (untimed) leaves matching checkpoints behind.
+        run_once(spark, crawl, output, keep_checkpoints=True)
+        warm_workers(spark, CORES, load_text_stage)
+        seconds = run_once(spark, crawl, output, keep_checkpoints=True)
+    else:
+        seconds = run_once(spark, crawl, output, checkpoints=variant == "checkpoints")
+    shutil.rmtree(output)
+    log.info("run %d: %-12s %6.1f s", run, variant, seconds)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=100_000)
-    args = parser.parse_args(argv)
-    if not CAPTIONS.exists():
-        print(f"skipped: {CAPTIONS} is absent (../shared/data exists beside the checkout, not in a user's clone)")
+    args = BenchArgs(__doc__, "pipeline", rows=100_000, rows_help="rows in all, over the two dumps").parse(argv)
+    if skip_without_captions("bench_pipeline"):
         return 0
     load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="winnow-bench-pipeline-"))
@@ -100,22 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         crawl = work / "crawl"
         write_crawl(crawl, args.rows)
         spark, jvm_seconds = start_spark(MASTER, "winnow-bench-pipeline", 4, 5000)
-        times: dict[str, list[float]] = {"checkpoints": [], "in-memory": [], "resume": []}
-        for i in range(args.runs):
-            for variant in (
-                ("in-memory", "checkpoints", "resume") if i % 2 == 0 else ("checkpoints", "in-memory", "resume")
-            ):
-                warm_workers(spark, CORES, load_text_stage)
-                output = work / f"out-{variant}-{i}"
-                if variant == "resume":
-                    # The run before (untimed) leaves matching checkpoints behind.
-                    run_once(spark, crawl, output, keep_checkpoints=True)
-                    warm_workers(spark, CORES, load_text_stage)
-                    times[variant].append(run_once(spark, crawl, output, keep_checkpoints=True))
-                else:
-                    times[variant].append(run_once(spark, crawl, output, checkpoints=variant == "checkpoints"))
-                shutil.rmtree(output)
-                print(f"run {i + 1}: {variant:<12} {times[variant][-1]:6.1f} s", file=sys.stderr)
+        sides = {v: partial(time_variant, variant=v, spark=spark, crawl=crawl, work=work) for v in VARIANTS}
+        times = interleave(args.runs, sides, order)
         spark.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -128,15 +146,17 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "seconds": times,
         "median_seconds": medians,
-        "rows_per_second_per_core": {k: round(args.rows / v / CORES, 1) for k, v in medians.items()},
-        "ratio_vs_in_memory": {k: round(base / v, 2) for k, v in medians.items()},
+        "rows_per_second_per_core": {k: round(per_core(args.rows, v), 1) for k, v in medians.items()},
+        # Speed against the in-memory run: its seconds over the variant's (above 1: faster).
+        "ratio_vs_in_memory": {k: ratio(base, v, 2) for k, v in medians.items()},
         "jvm_start_seconds": round(jvm_seconds, 1),
     }
-    publish(report, load_start, RESULTS / "pipeline.json", format_report)
+    publish(report, load_start, args.output, format_report)
     return 0
 
 
 def format_report(r: dict[str, Any]) -> str:
+    """The medians table; the load averages follow (benchlib.publish)."""
     lines = [
         f"pipeline ({', '.join(r['stages'])}), {r['rows']:,} rows in two dumps, {MASTER}, "
         f"medians of {r['runs']} interleaved runs; JVM start-up {r['jvm_start_seconds']} s apart",
@@ -147,9 +167,8 @@ def format_report(r: dict[str, Any]) -> str:
             f"{k:<14}{r['median_seconds'][k]:>9.1f}{r['rows_per_second_per_core'][k]:>13,.1f}"
             f"{r['ratio_vs_in_memory'][k]:>20.2f}"
         )
-    lines.append(f"load average: start {r['load_average_start']}, end {r['load_average_end']}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_pipeline"))

@@ -43,30 +43,39 @@ and ``bench/results/score.json`` (``score-quick.json`` with ``--quick``).
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import random
-import shutil
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchlib import cached_marker, load_average, publish, start_spark
+from benchlib import (
+    BUILD,
+    CORES,
+    MASTER,
+    REPO,
+    BenchArgs,
+    ensure_cached,
+    interleave,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    run_main,
+    start_spark,
+    timings,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the tests' image and model factories
 
-BUILD = REPO / "build" / "bench-score"
-RESULTS = REPO / "bench" / "results"
-MASTER = "local[2]"
-CORES = 2
+DATA_DIR = BUILD / "bench-score"
 DEFAULT_ROWS = 4_000
 QUICK_ROWS = 600
 WARM_UP_ROWS = 200
-RUNS = 3
 TASKS = 6
 BATCH = 32
 TOP_FRACTION = 0.5
@@ -77,20 +86,19 @@ WORDS = "a photo of the red blue green car dog cat house tree street sky field o
 log = logging.getLogger("bench_score")
 
 
-def ensure_data(rows: int) -> Path:
-    """build/bench-score/<rows>/pairs.parquet (made once per size)."""
-    import json
+def ensure_data(rows: int) -> tuple[Path, dict[str, Any]]:
+    """build/bench-score/<rows>/pairs.parquet (made once per size) and its marker (the mean JPEG size)."""
+    folder = DATA_DIR / str(rows)
+    want = {"version": GENERATOR_VERSION, "rows": rows}
+    return folder / "pairs.parquet", ensure_cached(folder, want, partial(write_pairs, rows), f"{rows:,} images")
 
+
+def write_pairs(rows: int, folder: Path) -> dict[str, Any]:
+    """``rows`` pairs with their JPEGs as TASKS parquet files in ``folder``/pairs.parquet; returns their mean size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from image_factory import encode, scene
 
-    folder = BUILD / str(rows)
-    marker = folder / "_bench.json"
-    want = {"version": GENERATOR_VERSION, "rows": rows}
-    if cached_marker(marker, want):
-        return folder / "pairs.parquet"
-    folder.mkdir(parents=True, exist_ok=True)
     rnd = random.Random(20261129)
     records = []
     for i in range(rows):
@@ -100,10 +108,6 @@ def ensure_data(rows: int) -> Path:
         records.append({"id": i, "url": f"http://bench/{i}.jpg", "caption": caption, "dump": "d1", "image": data})
     # TASKS files: Spark reads them as TASKS partitions (3 per core, as the image stage leaves its rows).
     out = folder / "pairs.parquet"
-    if out.is_dir():
-        shutil.rmtree(out)
-    elif out.exists():
-        out.unlink()
     out.mkdir()
     step = -(-rows // TASKS)
     for k in range(TASKS):
@@ -111,11 +115,11 @@ def ensure_data(rows: int) -> Path:
         if part:
             pq.write_table(pa.Table.from_pylist(part), out / f"part-{k}.parquet")
     mean_kb = sum(len(r["image"]) for r in records) / rows / 1024
-    marker.write_text(json.dumps({**want, "mean_kib": round(mean_kb, 1)}))
-    return folder / "pairs.parquet"
+    return {"mean_kib": round(mean_kb, 1)}
 
 
 def score_sets(models: Any) -> list[str]:
+    """The --set overrides pointing the score stage at the built models, with the bench's batch and top fraction."""
     return [
         f"score.clip_image_model={models.image}",
         f"score.clip_text_model={models.text}",
@@ -127,6 +131,7 @@ def score_sets(models: Any) -> list[str]:
 
 
 def time_spark(spark: Any, path: Path, cfg: Any, scoring: Any) -> tuple[float, dict[str, int]]:
+    """Wall seconds of the stage as jobs.pipeline runs it, from the parquet read to both noop writes; its counts."""
     from pyspark import StorageLevel
 
     from jobs.score import similarity_cutoff, split_score, with_score_verdicts, with_scores
@@ -168,6 +173,7 @@ def baseline_run(blobs: list[bytes], captions: list[str], loaded: list, decoded:
 
 
 def format_report(report: dict[str, Any]) -> str:
+    """The Spark and baseline table, the per-row costs and the counts; the load averages follow (publish)."""
     s = report["spark"]
     lines = [
         f"score stage, {report['rows']:,} images ({report['mean_kib']} KiB JPEG, 256 px short side), CLIP pair + NSFW "
@@ -191,23 +197,22 @@ def format_report(report: dict[str, Any]) -> str:
         "ratio = Spark rows/s per core / baseline rows/s (one core); per-row cost: "
         + ", ".join(f"{k} {v:.2f} ms" for k, v in report["ms_per_row"].items()),
         f"checked every run: rows in = accepted + rejected; counts {s['counts']}",
-        f"load average (1/5/15 min) at start {report['load_average_start']}, end {report['load_average_end']}",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, help=f"images (default {DEFAULT_ROWS:,}; {QUICK_ROWS:,} with --quick)")
-    parser.add_argument("--runs", type=int, default=RUNS, help=f"timed runs per side, interleaved (default {RUNS})")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROWS:,} images")
-    parser.add_argument("--output", type=Path, help="JSON results (default bench/results/score[-quick].json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
-    if rows < WARM_UP_ROWS or args.runs < 1:
-        parser.error(f"--rows must be at least {WARM_UP_ROWS}, --runs at least 1")
-    output = args.output or RESULTS / ("score-quick.json" if args.quick else "score.json")
+    parser = BenchArgs(
+        __doc__,
+        "score",
+        rows=DEFAULT_ROWS,
+        quick_rows=QUICK_ROWS,
+        min_rows=WARM_UP_ROWS,
+        rows_help="images",
+        quick_help=f"{QUICK_ROWS:,} images",
+    )
+    args = parser.parse(argv)
+    rows = args.rows
 
     import pyarrow.parquet as pq
     from onnx_factory import build_models
@@ -215,25 +220,31 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.config import RunConfig, load_config
     from jobs.score import prepare_scorers
-    from jobs.session import JavaMissing
     from udfs import scorers
 
     load_start = load_average()
-    path, warm_path = ensure_data(rows), ensure_data(WARM_UP_ROWS)
-    models = build_models(BUILD / "models", WORDS, size=MODEL_SIZE)
+    (path, meta), (warm_path, _) = ensure_data(rows), ensure_data(WARM_UP_ROWS)
+    models = build_models(DATA_DIR / "models", WORDS, size=MODEL_SIZE)
     cfg = load_config(sets=score_sets(models)).score
-    try:
-        spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-score", 2 * CORES, RunConfig().arrow_batch_size)
-    except JavaMissing as exc:
-        print(f"bench_score: error: {exc}", file=sys.stderr)
-        return 2
+    spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-score", 2 * CORES, RunConfig().arrow_batch_size)
     table = pq.read_table(path, columns=["image", "caption"])
     blobs, captions = table.column("image").to_pylist(), table.column("caption").to_pylist()
     decoded = [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]
     for img in decoded:
         img.load()
-    spark_seconds: list[float] = []
-    base: dict[str, list[float]] = {"decode+score": [], "score decoded": []}
+    spark_counts: dict[str, int] = {}
+
+    def spark_side(run: int) -> float:
+        seconds, counts = time_spark(spark, path, cfg, scoring)
+        spark_counts.update(counts)  # the last run's (count_stage checks every run's)
+        log.info("run %d/%d spark: %.2f s = %.1f rows/s/core", run, args.runs, seconds, per_core(rows, seconds))
+        return seconds
+
+    def baseline_side(run: int, name: str, pre: list | None) -> float:
+        seconds = baseline_run(blobs, captions, loaded, pre)
+        log.info("run %d/%d baseline %s: %.2f s = %.1f rows/s", run, args.runs, name, seconds, rows / seconds)
+        return seconds
+
     try:
         started = time.perf_counter()
         scoring = prepare_scorers(spark, cfg)
@@ -243,20 +254,21 @@ def main(argv: list[str] | None = None) -> int:
         time_spark(spark, warm_path, cfg, scoring)
         warm_up_s = time.perf_counter() - started
         baseline_run(blobs[:WARM_UP_ROWS], captions[:WARM_UP_ROWS], loaded, None)
-        for run in range(1, args.runs + 1):
-            seconds, counts = time_spark(spark, path, cfg, scoring)
-            spark_seconds.append(seconds)
-            log.info("run %d/%d spark: %.2f s = %.1f rows/s/core", run, args.runs, seconds, rows / seconds / CORES)
-            for name, pre in (("decode+score", None), ("score decoded", decoded)):
-                b = baseline_run(blobs, captions, loaded, pre)
-                base[name].append(b)
-                log.info("run %d/%d baseline %s: %.2f s = %.1f rows/s", run, args.runs, name, b, rows / b)
+        # Each round: Spark, then the baselines.
+        seconds = interleave(
+            args.runs,
+            {
+                "spark": spark_side,
+                "decode+score": partial(baseline_side, name="decode+score", pre=None),
+                "score decoded": partial(baseline_side, name="score decoded", pre=decoded),
+            },
+        )
     finally:
         spark.stop()
 
+    spark_seconds = seconds.pop("spark")  # what remains are the baselines
     med = statistics.median(spark_seconds)
-    per_core = rows / med / CORES
-    meta = cached_marker(BUILD / str(rows) / "_bench.json", {}) or {}
+    spark_rate = per_core(rows, med)
     report: dict[str, Any] = {
         "bench": "score",
         "master": MASTER,
@@ -271,26 +283,24 @@ def main(argv: list[str] | None = None) -> int:
         "prepare_s": round(prepare_s, 3),
         "warm_up_s": round(warm_up_s, 3),
         "spark": {
-            "seconds": [round(x, 3) for x in spark_seconds],
-            "seconds_median": round(med, 3),
-            "rows_per_s_per_core": round(per_core, 1),
-            "counts": counts,
+            **timings(spark_seconds),
+            "rows_per_s_per_core": round(spark_rate, 1),
+            "counts": spark_counts,
         },
         "baseline": {},
-        "ms_per_row": {"spark (per core)": 1000 / per_core},
+        "ms_per_row": {"spark (per core)": 1000 / spark_rate},
     }
-    for name, seconds in base.items():
-        b_med = statistics.median(seconds)
+    for name, runs in seconds.items():
+        b_med = statistics.median(runs)
         report["baseline"][name] = {
-            "seconds": [round(x, 3) for x in seconds],
-            "seconds_median": round(b_med, 3),
+            **timings(runs),
             "rows_per_s": round(rows / b_med, 1),
-            "ratio": round(per_core / (rows / b_med), 3),
+            "ratio": ratio(spark_rate, rows / b_med),
         }
         report["ms_per_row"][name] = 1000 * b_med / rows
-    publish(report, load_start, output, format_report)
+    publish(report, load_start, args.output, format_report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_score"))

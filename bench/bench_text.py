@@ -28,7 +28,6 @@ each variant, the JVM start-up time apart, and writes them as JSON to
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import statistics
@@ -39,12 +38,26 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from benchlib import load_average, publish, start_spark, warm_workers
+from benchlib import (
+    CAPTIONS,
+    MASTER,
+    REPO,
+    BenchArgs,
+    Unavailable,
+    interleave,
+    job_group,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    rounded,
+    run_main,
+    skip_without_captions,
+    start_spark,
+    timings,
+    warm_workers,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-CAPTIONS = REPO.parent / "shared" / "data" / "laion_style_captions_10k.parquet"
-RESULTS = REPO / "bench" / "results"
-MASTER = "local[2]"
 # More partitions than cores so the two cores stay busy after the groupBy; 2
 # (the tests' value) would leave one core idle whenever one partition is slower.
 SHUFFLE_PARTITIONS = 4
@@ -111,20 +124,18 @@ def time_spark(spark: Any, pairs: Any, rules: Any, group: str) -> tuple[float, l
     """Seconds for the text stage with every column evaluated, and the task count of each Spark stage."""
     from jobs.text import with_text_verdicts
 
-    sc = spark.sparkContext
-    sc.setJobGroup(group, f"bench text stage {group}")
-    started = time.perf_counter()
-    with_text_verdicts(pairs, rules).write.format("noop").mode("overwrite").save()
-    seconds = time.perf_counter() - started
-    tracker = sc.statusTracker()
-    tasks = []
-    for job_id in sorted(tracker.getJobIdsForGroup(group)):
-        job = tracker.getJobInfo(job_id)
-        for stage_id in sorted(job.stageIds) if job else []:
-            stage = tracker.getStageInfo(stage_id)
-            if stage is not None and stage.numTasks:
-                tasks.append(stage.numTasks)
-    sc.setJobGroup("bench-idle", "bench idle")
+    with job_group(spark, group, f"bench text stage {group}") as sc:
+        started = time.perf_counter()
+        with_text_verdicts(pairs, rules).write.format("noop").mode("overwrite").save()
+        seconds = time.perf_counter() - started
+        tracker = sc.statusTracker()
+        tasks = []
+        for job_id in sorted(tracker.getJobIdsForGroup(group)):
+            job = tracker.getJobInfo(job_id)
+            for stage_id in sorted(job.stageIds) if job else []:
+                stage = tracker.getStageInfo(stage_id)
+                if stage is not None and stage.numTasks:
+                    tasks.append(stage.numTasks)
     return seconds, tasks
 
 
@@ -141,7 +152,7 @@ def time_spacy(nlp: Any, captions: list[str], batch_size: int) -> float:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The results table, the funnels and the context lines."""
+    """The results table, the funnels and the context lines; the load averages follow (benchlib.publish)."""
     cores = report["cores"]
     lines = [
         f"JVM start-up (SparkSession getOrCreate): {report['jvm_startup_s']:.1f} s",
@@ -182,41 +193,31 @@ def format_report(report: dict[str, Any]) -> str:
             f"captions of {full['variant']}: {full['seconds']:.1f} s = {full['captions_per_s']:,.0f} captions/s "
             f"(stage pipeline on the same captions: {full['stage_pipeline_captions_per_s']:,.0f} captions/s)",
         ]
-    lines.append(f"load average (1/5/15 min) at start {report['load_average_start']}, end {report['load_average_end']}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, help="timed runs per side, alternating (default 3; 1 with --quick)")
-    parser.add_argument(
-        "--rows",
-        type=int,
-        help=f"rows per variant, rounded up to whole repeats of the source (default 100000; {QUICK_ROWS} with --quick)",
-    )
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROWS:,} rows, 1 run")
-    parser.add_argument(
-        "--output", type=Path, help="JSON results (default bench/results/text.json; text-quick.json with --quick)"
+    parser = BenchArgs(
+        __doc__,
+        "text",
+        rows=100_000,
+        quick_rows=QUICK_ROWS,
+        rows_help="rows per variant, rounded up to whole repeats of the source",
+        quick_runs=1,
+        quick_help=f"{QUICK_ROWS:,} rows, 1 run",
     )
     parser.add_argument(
         "--skip-all-components", action="store_true", help="do not time spaCy with every component (ner included)"
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
-    target_rows = args.rows if args.rows is not None else (QUICK_ROWS if args.quick else 100_000)
-    output = args.output or RESULTS / ("text-quick.json" if args.quick else "text.json")
-    if runs < 1 or target_rows < 1:
-        parser.error("--runs and --rows must be at least 1")
+    args = parser.parse(argv)
+    runs, target_rows = args.runs, args.rows
 
-    if not CAPTIONS.exists():
-        print(f"bench_text: skipped: {CAPTIONS} is absent (../shared/data sits beside the checkout, not in a clone)")
+    if skip_without_captions("bench_text"):
         return 0
 
     from pyspark import StorageLevel
 
     from jobs.config import RunConfig, TextConfig
-    from jobs.session import JavaMissing
     from jobs.text import with_text_verdicts
     from schemas import reasons
     from schemas.tables import PAIR
@@ -248,14 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         nlp = resources.spacy_pipeline(rules.spacy_model)
         spacy_load_s = time.perf_counter() - started
     except resources.ModelUnavailable as exc:
-        print(f"bench_text: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        arrow_batch_size = RunConfig().arrow_batch_size
-        spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-text", SHUFFLE_PARTITIONS, arrow_batch_size)
-    except JavaMissing as exc:
-        print(f"bench_text: error: {exc}", file=sys.stderr)
-        return 2
+        raise Unavailable(str(exc)) from exc
+    arrow_batch_size = RunConfig().arrow_batch_size
+    spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-text", SHUFFLE_PARTITIONS, arrow_batch_size)
     log.info("JVM start-up %.1f s, spaCy load %.1f s", jvm_startup_s, spacy_load_s)
     cores = spark.sparkContext.defaultParallelism
 
@@ -277,26 +273,34 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             f = funnel(with_text_verdicts(frame, rules), len(captions[name]))
             log.info("%s: warm-up run %.1f s", name, time.perf_counter() - started)
-            results[name] = {"funnel": f, "spark_s": [], "spacy_s": [], "worker_warmup_s": []}
+            results[name] = {"funnel": f, "worker_warmup_s": []}
 
-        for run in range(1, runs + 1):
-            for name, frame in frames.items():
-                r = results[name]
-                r["worker_warmup_s"].append(warm_workers(spark, cores, partial(load_english_models, rules.spacy_model)))
-                seconds, tasks = time_spark(spark, frame, rules, f"bench-{name}-{run}")
-                r["spark_s"].append(seconds)
-                r["spark_stage_tasks"] = tasks
-                log.info("run %d/%d %s: Spark %.1f s (tasks per stage %s)", run, runs, name, seconds, tasks)
-                seconds = time_spacy(nlp, captions[name], rules.spacy_batch_size)
-                r["spacy_s"].append(seconds)
-                log.info("run %d/%d %s: spaCy %.1f s", run, runs, name, seconds)
+        def spark_side(run: int, name: str) -> float:
+            r = results[name]
+            r["worker_warmup_s"].append(warm_workers(spark, cores, partial(load_english_models, rules.spacy_model)))
+            seconds, tasks = time_spark(spark, frames[name], rules, f"bench-{name}-{run}")
+            r["spark_stage_tasks"] = tasks
+            log.info("run %d/%d %s: Spark %.1f s (tasks per stage %s)", run, runs, name, seconds, tasks)
+            return seconds
+
+        def spacy_side(run: int, name: str) -> float:
+            seconds = time_spacy(nlp, captions[name], rules.spacy_batch_size)
+            log.info("run %d/%d %s: spaCy %.1f s", run, runs, name, seconds)
+            return seconds
+
+        # Per round and variant: Spark (workers warmed first), then spaCy on the same captions.
+        sides = {}
+        for name in frames:
+            sides[name, "spark"] = partial(spark_side, name=name)
+            sides[name, "spacy"] = partial(spacy_side, name=name)
+        seconds = interleave(runs, sides)
 
         variants_report = {}
         for name, r in results.items():
             rows = len(captions[name])
-            spark_s = statistics.median(r["spark_s"])
-            spacy_s = statistics.median(r["spacy_s"])
-            per_core = rows / spark_s / cores
+            spark_s = statistics.median(seconds[name, "spark"])
+            spacy_s = statistics.median(seconds[name, "spacy"])
+            spark_rate = per_core(rows, spark_s, cores)
             spacy_rate = rows / spacy_s
             f = r["funnel"]
             parsed = f.get("accepted", {}).get("distinct_captions", 0)
@@ -306,15 +310,13 @@ def main(argv: list[str] | None = None) -> int:
                 "repeats": repeats,
                 "distinct_captions": sum(c["distinct_captions"] for c in f.values()),
                 "spark_spacy_captions": parsed,
-                "spark_s": [round(s, 3) for s in r["spark_s"]],
-                "spark_s_median": round(spark_s, 3),
-                "spark_captions_per_s_per_core": round(per_core, 1),
+                **timings(seconds[name, "spark"], "spark_s"),
+                "spark_captions_per_s_per_core": round(spark_rate, 1),
                 "spark_stage_tasks": r["spark_stage_tasks"],
-                "worker_warmup_s": [round(s, 3) for s in r["worker_warmup_s"]],
-                "spacy_s": [round(s, 3) for s in r["spacy_s"]],
-                "spacy_s_median": round(spacy_s, 3),
+                "worker_warmup_s": rounded(r["worker_warmup_s"]),
+                **timings(seconds[name, "spacy"], "spacy_s"),
                 "spacy_captions_per_s": round(spacy_rate, 1),
-                "ratio_spark_to_spacy_per_core": round(per_core / spacy_rate, 3),
+                "ratio_spark_to_spacy_per_core": ratio(spark_rate, spacy_rate),
                 "funnel": f,
             }
 
@@ -328,13 +330,13 @@ def main(argv: list[str] | None = None) -> int:
             sample = captions[name][: len(source)]
             full_nlp = spacy.load(rules.spacy_model)
             log.info("spaCy with all components %s over %d captions", full_nlp.pipe_names, len(sample))
-            seconds = time_spacy(full_nlp, sample, rules.spacy_batch_size)
+            full_s = time_spacy(full_nlp, sample, rules.spacy_batch_size)
             all_components = {
                 "variant": name,
                 "components": full_nlp.pipe_names,
                 "captions": len(sample),
-                "seconds": round(seconds, 3),
-                "captions_per_s": round(len(sample) / seconds, 1),
+                "seconds": round(full_s, 3),
+                "captions_per_s": round(len(sample) / full_s, 1),
                 "stage_pipeline_captions_per_s": variants_report[name]["spacy_captions_per_s"],
             }
     finally:
@@ -358,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         "variants": variants_report,
         "spacy_all_components": all_components,
     }
-    publish(report, load_start, output, format_report)
+    publish(report, load_start, args.output, format_report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_text"))

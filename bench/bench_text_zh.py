@@ -33,7 +33,6 @@ apart, and writes JSON to ``bench/results/text_zh.json``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
@@ -41,16 +40,25 @@ import statistics
 import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from bench_text import funnel, time_spark
-from benchlib import load_average, publish, start_spark, warm_workers
+from benchlib import (
+    MASTER,
+    BenchArgs,
+    interleave,
+    load_average,
+    per_core,
+    publish,
+    ratio,
+    rounded,
+    run_main,
+    start_spark,
+    timings,
+    warm_workers,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
-MASTER = "local[2]"
 SHUFFLE_PARTITIONS = 4
 SOURCE_ROWS = 10_000
 QUICK_ROWS = 20_000
@@ -110,6 +118,8 @@ def generate_captions(n: int, seed: int = 7) -> list[str]:
 
 
 def build_pairs(captions: list[str], repeats: int, distinct: bool) -> pd.DataFrame:
+    """``captions`` repeated ``repeats`` times as the canonical pair table; ``distinct``: each made unique by a
+    Chinese prefix with its row number, so every row is judged."""
     n = len(captions)
     ids = pd.RangeIndex(n * repeats)
     series = pd.Series(captions * repeats)
@@ -164,10 +174,12 @@ def time_posseg(captions: list[str]) -> float:
 
 
 def _seconds(values: list[float]) -> str:
+    """Runs as the report lists them, to a tenth of a second."""
     return ", ".join(f"{s:.1f}" for s in values)
 
 
 def format_report(report: dict[str, Any]) -> str:
+    """The results table and each variant's runs and funnel; the load averages follow (benchlib.publish)."""
     cores = report["cores"]
     lines = [
         f"JVM start-up (SparkSession getOrCreate): {report['jvm_startup_s']:.1f} s; "
@@ -194,28 +206,25 @@ def format_report(report: dict[str, Any]) -> str:
         ]
         for reason, c in v["funnel"].items():
             lines.append(f"  {reason:<24} {c['rows']:>9,} rows {c['distinct_captions']:>9,} distinct captions")
-    lines.append(f"load average (1/5/15 min) at start {report['load_average_start']}, end {report['load_average_end']}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, help="timed runs per side, alternating (default 3; 1 with --quick)")
-    parser.add_argument("--rows", type=int, help=f"rows per variant (default 100000; {QUICK_ROWS} with --quick)")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROWS:,} rows, 1 run")
-    parser.add_argument("--output", type=Path, help="JSON results (default bench/results/text_zh.json)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
-    target_rows = args.rows if args.rows is not None else (QUICK_ROWS if args.quick else 100_000)
-    output = args.output or RESULTS / ("text_zh-quick.json" if args.quick else "text_zh.json")
-    if runs < 1 or target_rows < 1:
-        parser.error("--runs and --rows must be at least 1")
+    parser = BenchArgs(
+        __doc__,
+        "text_zh",
+        rows=100_000,
+        quick_rows=QUICK_ROWS,
+        rows_help="rows per variant",
+        quick_runs=1,
+        quick_help=f"{QUICK_ROWS:,} rows, 1 run",
+    )
+    args = parser.parse(argv)
+    runs, target_rows = args.runs, args.rows
 
     from pyspark import StorageLevel
 
     from jobs.config import ChineseTextConfig, RunConfig, TextConfig
-    from jobs.session import JavaMissing
     from jobs.text import rules_from_config, with_text_verdicts
     from schemas.tables import PAIR
 
@@ -229,13 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         f"repeat{repeats}x": build_pairs(source, repeats, distinct=False),
         "distinct": build_pairs(source, repeats, distinct=True),
     }
-    try:
-        spark, jvm_startup_s = start_spark(
-            MASTER, "winnow-bench-text-zh", SHUFFLE_PARTITIONS, RunConfig().arrow_batch_size
-        )
-    except JavaMissing as exc:
-        print(f"bench_text_zh: error: {exc}", file=sys.stderr)
-        return 2
+    spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-text-zh", SHUFFLE_PARTITIONS, RunConfig().arrow_batch_size)
     cores = spark.sparkContext.defaultParallelism
     load = partial(load_chinese_tools, rules.convert_traditional)
 
@@ -250,43 +253,50 @@ def main(argv: list[str] | None = None) -> int:
         for name, frame in frames.items():
             log.info("%s: warm-up run (untimed), funnel", name)
             f = funnel(with_text_verdicts(frame, rules), len(captions[name]))
-            results[name] = {"funnel": f, "spark_s": [], "rules_s": [], "posseg_s": [], "worker_warmup_s": []}
-        for run in range(1, runs + 1):
-            for name, frame in frames.items():
-                r = results[name]
-                r["worker_warmup_s"].append(warm_workers(spark, cores, load))
-                seconds, _ = time_spark(spark, frame, rules, f"bench-zh-{name}-{run}")
-                r["spark_s"].append(seconds)
-                r["rules_s"].append(time_rules(captions[name], rules))
-                r["posseg_s"].append(time_posseg(captions[name]))
-                log.info(
-                    "run %d/%d %s: Spark %.1f s, rules %.1f s, posseg %.1f s",
-                    run,
-                    runs,
-                    name,
-                    seconds,
-                    r["rules_s"][-1],
-                    r["posseg_s"][-1],
-                )
+            results[name] = {"funnel": f, "worker_warmup_s": []}
+
+        def spark_side(run: int, name: str) -> float:
+            results[name]["worker_warmup_s"].append(warm_workers(spark, cores, load))
+            seconds, _ = time_spark(spark, frames[name], rules, f"bench-zh-{name}-{run}")
+            log.info("run %d/%d %s: Spark %.1f s", run, runs, name, seconds)
+            return seconds
+
+        def rules_side(run: int, name: str) -> float:
+            seconds = time_rules(captions[name], rules)
+            log.info("run %d/%d %s: rules %.1f s", run, runs, name, seconds)
+            return seconds
+
+        def posseg_side(run: int, name: str) -> float:
+            seconds = time_posseg(captions[name])
+            log.info("run %d/%d %s: posseg %.1f s", run, runs, name, seconds)
+            return seconds
+
+        # Per round and variant: Spark (workers warmed first), the rules, then bare posseg.
+        sides = {}
+        for name in frames:
+            sides[name, "spark"] = partial(spark_side, name=name)
+            sides[name, "rules"] = partial(rules_side, name=name)
+            sides[name, "posseg"] = partial(posseg_side, name=name)
+        seconds = interleave(runs, sides)
+
         variants_report = {}
         for name, r in results.items():
             rows = len(captions[name])
-            per_core = rows / statistics.median(r["spark_s"]) / cores
-            rules_rate = rows / statistics.median(r["rules_s"])
-            posseg_rate = rows / statistics.median(r["posseg_s"])
+            spark_rate = per_core(rows, statistics.median(seconds[name, "spark"]), cores)
+            rules_rate = rows / statistics.median(seconds[name, "rules"])
+            posseg_rate = rows / statistics.median(seconds[name, "posseg"])
             variants_report[name] = {
                 "rows": rows,
                 "distinct_captions": sum(c["distinct_captions"] for c in r["funnel"].values()),
-                "spark_s": [round(s, 3) for s in r["spark_s"]],
-                "spark_s_median": round(statistics.median(r["spark_s"]), 3),
-                "spark_captions_per_s_per_core": round(per_core, 1),
-                "rules_s": [round(s, 3) for s in r["rules_s"]],
+                **timings(seconds[name, "spark"], "spark_s"),
+                "spark_captions_per_s_per_core": round(spark_rate, 1),
+                "rules_s": rounded(seconds[name, "rules"]),
                 "rules_captions_per_s": round(rules_rate, 1),
-                "posseg_s": [round(s, 3) for s in r["posseg_s"]],
+                "posseg_s": rounded(seconds[name, "posseg"]),
                 "posseg_captions_per_s": round(posseg_rate, 1),
-                "ratio_spark_to_rules_per_core": round(per_core / rules_rate, 3),
-                "ratio_spark_to_posseg_per_core": round(per_core / posseg_rate, 3),
-                "worker_warmup_s": [round(s, 3) for s in r["worker_warmup_s"]],
+                "ratio_spark_to_rules_per_core": ratio(spark_rate, rules_rate),
+                "ratio_spark_to_posseg_per_core": ratio(spark_rate, posseg_rate),
+                "worker_warmup_s": rounded(r["worker_warmup_s"]),
                 "funnel": r["funnel"],
             }
     finally:
@@ -305,9 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         "tools_load_s": round(tools_load_s, 3),
         "variants": variants_report,
     }
-    publish(report, load_start, output, format_report)
+    publish(report, load_start, args.output, format_report)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "bench_text_zh"))
