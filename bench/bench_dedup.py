@@ -346,7 +346,7 @@ def planted_near(meta: dict[str, Any], k: int) -> int:
 
 def dedup_config(variant: str) -> Any:
     """The stage's settings for a variant: ``exact`` (pair dedup only) or ``near-k<k>`` (near-duplicates only)."""
-    from jobs.config import DedupConfig
+    from jobs.stages.dedup import DedupConfig
 
     if variant == "exact":
         return DedupConfig(history=False, near_duplicates=False)
@@ -368,7 +368,7 @@ def time_variant(
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from jobs.dedup import with_dedup_verdicts
+    from jobs.stages.dedup import with_dedup_verdicts
     from schemas import reasons
 
     codes = reasons.REASONS[reasons.DEDUP]
@@ -427,7 +427,7 @@ def band_join_analysis(spark: Any, rows: int, k: int, key_bits: int) -> dict[str
     in the join)."""
     from pyspark.sql import functions as F
 
-    from jobs.dedup import band_keys, phash_long
+    from jobs.stages.dedup import band_keys, phash_long
     from udfs.hamming import band_plan
 
     plan = band_plan(k, key_bits)
@@ -938,7 +938,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shuffle_partitions < 1 or sample_queries < 1:
         parser.error("--shuffle-partitions and --sample-queries must be at least 1")
 
-    from jobs.config import DedupConfig, RunConfig
+    from jobs.config import RunConfig
+    from jobs.stages.dedup import DedupConfig
     from schemas import reasons
 
     key_bits = DedupConfig().band_key_bits

@@ -53,7 +53,7 @@ then per pair:
 
 - ``rules``: ``udfs.grounding.check_box`` on every box and
   ``udfs.grounding.ground`` once: the cost floor of the rules without Spark;
-- ``judge_row``: ``jobs.ground.judge_row``, the function the stage's
+- ``judge_row``: ``udfs.grounding.judge_row``, the function the stage's
   ``mapInArrow`` runs per row, which also records every box's verdict and
   outcome (from the same ``ground`` call) and builds the verdict dicts: the
   stage's own Python work without Spark.
@@ -100,6 +100,8 @@ from benchlib import (
     timings,
 )
 
+from udfs.grounding import GroundConfig
+
 DATA_DIR = BUILD / "bench-ground"
 SHUFFLE_PARTITIONS = 16
 DEFAULT_ROWS = 1_000_000
@@ -120,7 +122,7 @@ UNMATCHED_PER_MILLE = 20  # boxes on a span that is no chunk
 MALFORMED_PER_MILLE = 10  # malformed boxes
 ORPHANS_PER_MILLE = 1  # boxes per 1000 pairs whose id no pair has
 SCORE_LOW, SCORE_SPAN = 0.45, 0.54  # scores uniform in [0.45, 0.99)
-MIN_SCORE = 0.65  # GroundConfig().min_score, checked at start
+MIN_SCORE = GroundConfig().min_score  # the stage's threshold: some boxes are planted exactly on it
 # Cell c of the 3 x 2 grid: [c%3 / 3 + 0.03, + BOX_W] x [c//3 / 2 + 0.05, + BOX_H], shifted by
 # at most MAX_SHIFT in x and y: IoU within a cell >= (0.25 * 0.38) / (2 * 0.108 - 0.095) = 0.78.
 BOX_W, BOX_H, MAX_SHIFT = 0.27, 0.40, 0.02
@@ -182,9 +184,9 @@ def synthetic_pairs(spark: Any, rows: int) -> Any:
     """The pair table of ``rows`` pairs (see the module docstring)."""
     from pyspark.sql import functions as F
 
-    from udfs.grounding import DEFAULT_ABSTRACT_NOUNS
+    from udfs.grounding import GroundConfig
 
-    abstract_words = tuple(sorted(DEFAULT_ABSTRACT_NOUNS))
+    abstract_words = tuple(sorted(GroundConfig().abstract_nouns))
     i = F.col("id")
     ks = F.sequence(F.lit(0), F.lit(MAX_CHUNKS - 1))
 
@@ -260,9 +262,9 @@ def synthetic_boxes(spark: Any, pairs: Any, rows: int) -> Any:
     ``_planted`` (a malformation, box-no-pair, or an outcome) and ``_cell``."""
     from pyspark.sql import functions as F
 
-    from udfs.grounding import DEFAULT_ABSTRACT_NOUNS
+    from udfs.grounding import GroundConfig
 
-    abstract = F.array(*[F.lit(w) for w in sorted(DEFAULT_ABSTRACT_NOUNS)])
+    abstract = F.array(*[F.lit(w) for w in sorted(GroundConfig().abstract_nouns)])
     i, n = F.col("id"), F.size("noun_chunk_spans")
 
     def of_chunk(chunk: Any, k: Any) -> Any:
@@ -412,9 +414,10 @@ def time_spark(spark: Any, rows: int, group: str) -> tuple[float, dict[str, dict
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from jobs.config import GroundConfig
-    from jobs.ground import OUTCOMES, read_boxes, split_ground, with_ground_verdicts
+    from jobs.stages.ground import read_boxes, split_ground, with_ground_verdicts
     from schemas import reasons
+    from schemas.reasons import BOX_OUTCOMES as OUTCOMES
+    from udfs.grounding import GroundConfig
 
     reason, outcome = F.col("reason"), F.col("outcome")
     metrics = {
@@ -457,8 +460,8 @@ def time_spark(spark: Any, rows: int, group: str) -> tuple[float, dict[str, dict
 
 def expected_box_counts(meta: dict[str, Any]) -> dict[str, int]:
     """Box verdict counts per reason and outcome that the planting calls for."""
-    from jobs.ground import OUTCOMES
     from schemas import reasons
+    from schemas.reasons import BOX_OUTCOMES as OUTCOMES
 
     planted = meta["planted"]
     want = {code: planted.get(code, 0) for code in reasons.BOX_REASONS}
@@ -504,16 +507,15 @@ def check_spark(rows: int, counts: dict[str, dict[str, int]], meta: dict[str, An
 def baseline_run(rows: int, limit: int, variant: str = "rules") -> tuple[float, dict[str, int]]:
     """Seconds and counts of one process over the pairs with id < ``limit``: pyarrow read, boxes
     sorted by id (Arrow) and grouped per id in Python, then per pair ``rules``: check_box per box and
-    ground; ``judge_row``: the stage's own per-row function (jobs.ground.judge_row)."""
+    ground; ``judge_row``: the stage's own per-row function (udfs.grounding.judge_row)."""
     import numpy as np
     import pyarrow.parquet as pq
 
-    from jobs.config import GroundConfig
-    from jobs.ground import KEPT, judge_row
+    from schemas.reasons import KEPT
     from schemas.tables import BOXES
-    from udfs.grounding import GroundingRules, check_box, ground
+    from udfs.grounding import GroundConfig, check_box, ground, judge_row
 
-    rules = GroundingRules.from_config(GroundConfig())
+    rules = GroundConfig()
     box_columns = BOXES.fieldNames()
     path = data_path(rows)
     filters = [("id", "<", limit)] if limit < rows else None
@@ -682,10 +684,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shuffle_partitions < 1:
         parser.error("--shuffle-partitions must be at least 1")
 
-    from jobs.config import GroundConfig, RunConfig
+    from jobs.config import RunConfig
 
-    if GroundConfig().min_score != MIN_SCORE:
-        raise RuntimeError(f"the planting assumes min_score {MIN_SCORE}, the stage has {GroundConfig().min_score}")
     load_start = load_average()
     spark, jvm_startup_s = start_spark(
         MASTER, "winnow-bench-ground", args.shuffle_partitions, RunConfig().arrow_batch_size

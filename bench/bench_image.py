@@ -8,7 +8,7 @@ keep-alive, listen backlog 1024) and counts the requests, so each run is
 checked to have fetched every image exactly once. Both sides read the same
 URL list (parquet: id, url, caption, dump) and run on the same 2 cores:
 
-- winnow: ``jobs.image.with_image_verdicts(pairs, cfg.fetch, cfg.image)`` on
+- winnow: ``jobs.stages.image.with_image_verdicts(pairs, cfg.fetch, cfg.image)`` on
   ONE ``local[2]`` session (started once; its start-up is reported apart),
   config ``fetch.allow_networks=127.0.0.1/32``, read from the URL list and
   written to parquet, in each ``--variants`` configuration, every one in every
@@ -452,7 +452,7 @@ def load_image_modules() -> None:
 
 def run_winnow(spark: Any, cfg: Any, url_list: Path, output: Path) -> float:
     """Wall seconds of the image stage: URL list parquet in, parquet with the image bytes out."""
-    from jobs.image import with_image_verdicts
+    from jobs.stages.image import with_image_verdicts
 
     started = time.perf_counter()
     pairs = spark.read.parquet(str(url_list))
@@ -491,7 +491,7 @@ def cpu_floor(datas: list[bytes], count: int, image_cfgs: list[Any]) -> dict[str
     import imagehash
     from PIL import Image
 
-    from udfs.image import ImageRules, inspect_image
+    from udfs.image import ImageConfig, inspect_image
 
     def timed(fn: Any) -> float:
         fn(datas[0])  # first call: lazy imports, caches
@@ -504,15 +504,15 @@ def cpu_floor(datas: list[bytes], count: int, image_cfgs: list[Any]) -> dict[str
         if getattr(verdict, "reason", None) is not None:
             raise RuntimeError(f"inspect_image rejected a bench image: {verdict}")
 
-    default_rules = ImageRules()
+    default_rules = ImageConfig()
     out = {
-        "inspect_image, ImageRules() (decode + checks + pHash)": timed(
+        "inspect_image, ImageConfig() (decode + checks + pHash)": timed(
             lambda d: check(inspect_image(d, default_rules))
         ),
         "str(imagehash.phash(Image.open(...)))": timed(lambda d: str(imagehash.phash(Image.open(io.BytesIO(d))))),
     }
     for image_cfg in image_cfgs:
-        stage_rules = ImageRules.from_config(image_cfg)
+        stage_rules = image_cfg
         if stage_rules != default_rules:
             name = f"inspect_image, stage rules, phash {stage_rules.phash} (+ resize, JPEG encode)"
             out[name] = timed(lambda d, rules=stage_rules: check(inspect_image(d, rules)))

@@ -95,8 +95,9 @@ def run_once(spark: Any, crawl: Path, output: Path, **run: bool) -> float:
 
 def load_text_stage() -> None:
     """The text stage's models and tools in a (worker) process, before a timed run (benchlib.warm_workers)."""
-    from jobs.config import ChineseTextConfig, TextConfig
-    from jobs.text import rules_from_config
+    from jobs.stages.text import rules_from_config
+    from udfs.text_rules import TextConfig
+    from udfs.text_rules_zh import ChineseTextConfig
 
     rules_from_config(TextConfig(), ChineseTextConfig())
 

@@ -134,9 +134,9 @@ def time_spark(spark: Any, path: Path, cfg: Any, scoring: Any) -> tuple[float, d
     """Wall seconds of the stage as jobs.pipeline runs it, from the parquet read to both noop writes; its counts."""
     from pyspark import StorageLevel
 
-    from jobs.score import similarity_cutoff, split_score, with_score_verdicts, with_scores
     from jobs.session import session_conf
     from jobs.stage import count_stage
+    from jobs.stages.score import similarity_cutoff, split_score, with_score_verdicts, with_scores
 
     started = time.perf_counter()
     pairs = spark.read.parquet(str(path))
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from jobs.config import RunConfig, load_config
-    from jobs.score import prepare_scorers
+    from jobs.stages.score import prepare_scorers
     from udfs import scorers
 
     load_start = load_average()

@@ -106,7 +106,7 @@ def funnel(annotated: Any, rows: int) -> dict[str, dict[str, int]]:
     """Rows and distinct normalised captions per reason ("accepted" for null); checks conservation."""
     from pyspark.sql import functions as F
 
-    from jobs.text import NORMALISED
+    from jobs.stages.text import NORMALISED
 
     counts = {
         r["reason"] or "accepted": {"rows": r["rows"], "distinct_captions": r["distinct_captions"]}
@@ -122,7 +122,7 @@ def funnel(annotated: Any, rows: int) -> dict[str, dict[str, int]]:
 
 def time_spark(spark: Any, pairs: Any, rules: Any, group: str) -> tuple[float, list[int]]:
     """Seconds for the text stage with every column evaluated, and the task count of each Spark stage."""
-    from jobs.text import with_text_verdicts
+    from jobs.stages.text import with_text_verdicts
 
     with job_group(spark, group, f"bench text stage {group}") as sc:
         started = time.perf_counter()
@@ -217,12 +217,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark import StorageLevel
 
-    from jobs.config import RunConfig, TextConfig
-    from jobs.text import with_text_verdicts
+    from jobs.config import RunConfig
+    from jobs.stages.text import with_text_verdicts
     from schemas import reasons
     from schemas.tables import PAIR
     from udfs import resources
-    from udfs.text_rules import TextRules
+    from udfs.text_rules import TextConfig, TextRules
 
     rules = TextRules.from_config(TextConfig())
     source = load_source(CAPTIONS)
@@ -231,11 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     # 10 repeats a caption unique in the source occurs 10 times and passes, so the
     # funnel stays realistic; only the ~12 captions already repeated in the source
     # go over. More repeats would reject every caption as too frequent.
-    if repeats > rules.max_occurrences:
+    if repeats > rules.config.max_occurrences:
         log.warning(
             "%d repeats > text.max_occurrences %d: every repeated caption is rejected as too frequent",
             repeats,
-            rules.max_occurrences,
+            rules.config.max_occurrences,
         )
     variants = {
         "repeat10x" if repeats == 10 else f"repeat{repeats}x": build_pairs(source, repeats, distinct=False),
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     try:
         started = time.perf_counter()
-        nlp = resources.spacy_pipeline(rules.spacy_model)
+        nlp = resources.spacy_pipeline(rules.config.spacy_model)
         spacy_load_s = time.perf_counter() - started
     except resources.ModelUnavailable as exc:
         raise Unavailable(str(exc)) from exc
@@ -277,14 +277,16 @@ def main(argv: list[str] | None = None) -> int:
 
         def spark_side(run: int, name: str) -> float:
             r = results[name]
-            r["worker_warmup_s"].append(warm_workers(spark, cores, partial(load_english_models, rules.spacy_model)))
+            r["worker_warmup_s"].append(
+                warm_workers(spark, cores, partial(load_english_models, rules.config.spacy_model))
+            )
             seconds, tasks = time_spark(spark, frames[name], rules, f"bench-{name}-{run}")
             r["spark_stage_tasks"] = tasks
             log.info("run %d/%d %s: Spark %.1f s (tasks per stage %s)", run, runs, name, seconds, tasks)
             return seconds
 
         def spacy_side(run: int, name: str) -> float:
-            seconds = time_spacy(nlp, captions[name], rules.spacy_batch_size)
+            seconds = time_spacy(nlp, captions[name], rules.config.spacy_batch_size)
             log.info("run %d/%d %s: spaCy %.1f s", run, runs, name, seconds)
             return seconds
 
@@ -328,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
             # source (the repeated variant is that copy, 10 times over).
             name = next(iter(variants_report))
             sample = captions[name][: len(source)]
-            full_nlp = spacy.load(rules.spacy_model)
+            full_nlp = spacy.load(rules.config.spacy_model)
             log.info("spaCy with all components %s over %d captions", full_nlp.pipe_names, len(sample))
-            full_s = time_spacy(full_nlp, sample, rules.spacy_batch_size)
+            full_s = time_spacy(full_nlp, sample, rules.config.spacy_batch_size)
             all_components = {
                 "variant": name,
                 "components": full_nlp.pipe_names,
@@ -353,9 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         "arrow_batch_size": RunConfig().arrow_batch_size,
         "runs": runs,
         "jvm_startup_s": round(jvm_startup_s, 3),
-        "spacy_model": rules.spacy_model,
+        "spacy_model": rules.config.spacy_model,
         "spacy_components": nlp.pipe_names,
-        "spacy_batch_size": rules.spacy_batch_size,
+        "spacy_batch_size": rules.config.spacy_batch_size,
         "spacy_load_s": round(spacy_load_s, 3),
         "variants": variants_report,
         "spacy_all_components": all_components,

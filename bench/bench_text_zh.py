@@ -148,7 +148,7 @@ def time_rules(captions: list[str], rules: Any) -> float:
     from udfs import resources
     from udfs.text_rules_zh import judge_captions_zh
 
-    tools = resources.chinese_tools(rules.convert_traditional)
+    tools = resources.chinese_tools(rules.zh.convert_traditional)
     started = time.perf_counter()
     n = sum(1 for _ in judge_captions_zh(captions, [1] * len(captions), rules, resources.identify_language, tools))
     seconds = time.perf_counter() - started
@@ -224,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark import StorageLevel
 
-    from jobs.config import ChineseTextConfig, RunConfig, TextConfig
-    from jobs.text import rules_from_config, with_text_verdicts
+    from jobs.config import RunConfig
+    from jobs.stages.text import rules_from_config, with_text_verdicts
     from schemas.tables import PAIR
+    from udfs.text_rules import TextConfig
+    from udfs.text_rules_zh import ChineseTextConfig
 
     load_start = load_average()
     started = time.perf_counter()
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     spark, jvm_startup_s = start_spark(MASTER, "winnow-bench-text-zh", SHUFFLE_PARTITIONS, RunConfig().arrow_batch_size)
     cores = spark.sparkContext.defaultParallelism
-    load = partial(load_chinese_tools, rules.convert_traditional)
+    load = partial(load_chinese_tools, rules.zh.convert_traditional)
 
     frames: dict[str, Any] = {}
     captions: dict[str, list[str]] = {}
