@@ -2,7 +2,8 @@
 
 Each section is a frozen dataclass whose fields are its keys and defaults,
 typed once, beside the code that uses them: a stage declares its sections
-(``Stage.sections``; ``jobs.stages.STAGES`` lists the stages), and ``[run]``
+(``Stage.sections``; ``jobs.stages.STAGES`` lists the stages, and is read
+when a config is built, so a stage added there brings its sections), and ``[run]``
 (which stages run, how the run is stored) is ``RunConfig`` below. The defaults
 are the published values (COYO-700M, GRIT) where there are any;
 docs/config.md lists every key (``winnow config --reference`` writes it) and
@@ -24,12 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from jobs import stages as registry
 from jobs.errors import ConfigError, require
-from jobs.stage import Config
-from jobs.stages import STAGES
+from jobs.stage import Config, Stage
 
-# The stages --stages may name: every stage but ingest, which always runs first.
-KNOWN_STAGES = tuple(stage.name for stage in STAGES[1:])
+
+def stage_classes() -> tuple[type[Stage], ...]:
+    """The stages in pipeline order (``jobs.stages.STAGES``); ingest is the first."""
+    return registry.STAGES
+
+
+def known_stages() -> tuple[str, ...]:
+    """The stages --stages may name: every stage but ingest, which always runs first."""
+    return tuple(stage.name for stage in stage_classes()[1:])
 
 
 @dataclass(frozen=True)
@@ -57,16 +65,15 @@ class RunConfig:
             yield "report_samples", "must not be negative"
 
 
-# Every section: TOML table -> its dataclass, in pipeline order, [run] last.
-SECTIONS: dict[str, type] = {
-    **{name: section for stage in STAGES for name, section in stage.sections.items()},
-    "run": RunConfig,
-}
+def sections() -> dict[str, type]:
+    """Every section: TOML table -> its dataclass, in pipeline order, [run] last."""
+    tables = {name: section for stage in stage_classes() for name, section in stage.sections.items()}
+    return {**tables, "run": RunConfig}
 
 
 def default_config() -> Config:
     """Every section at its defaults."""
-    return Config({name: section() for name, section in SECTIONS.items()})
+    return Config({name: section() for name, section in sections().items()})
 
 
 def field_types(section: type) -> dict[str, Any]:
@@ -102,9 +109,10 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
 
 def _key_type(section: str, key: str) -> Any:
     """The type of ``section.key``, or a ConfigError naming what is known."""
-    if section not in SECTIONS:
-        raise ConfigError(f"unknown config section [{section}] (known: {', '.join(sorted(SECTIONS))})")
-    types = field_types(SECTIONS[section])
+    known = sections()
+    if section not in known:
+        raise ConfigError(f"unknown config section [{section}] (known: {', '.join(sorted(known))})")
+    types = field_types(known[section])
     if key not in types:
         raise ConfigError(f"unknown config key {section}.{key} (known in [{section}]: {', '.join(types)})")
     return types[key]
@@ -149,7 +157,8 @@ def load_config(
 
     ``overrides`` maps ``section.key`` to values from dedicated CLI flags (None: not given).
     """
-    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    tables = sections()
+    values: dict[str, dict[str, Any]] = {name: {} for name in tables}
 
     def apply(section: str, key: str, value: Any) -> None:
         values[section][key] = _check_type(f"{section}.{key}", value, _key_type(section, key))
@@ -166,7 +175,7 @@ def load_config(
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         section, key = dotted.strip().split(".", 1)
         apply(section, key, _parse_scalar(raw.strip(), _key_type(section, key)))
-    cfg = Config({name: section(**values[name]) for name, section in SECTIONS.items()})
+    cfg = Config({name: section(**values[name]) for name, section in tables.items()})
     check(cfg)
     return cfg
 
@@ -176,24 +185,24 @@ def check(cfg: Config) -> None:
     for name in cfg.section_names():
         for key, why in getattr(cfg, name).problems():
             raise ConfigError(f"{name}.{key}: {why}")
-    stages = cfg.run.stages
+    stages, known = cfg.run.stages, known_stages()
     require(bool(stages), "run.stages", "must name at least one stage")
     for name in stages:
         require(
-            name in KNOWN_STAGES,
+            name in known,
             "run.stages",
-            f"unknown or not yet available stage {name!r} (available: {', '.join(KNOWN_STAGES)})",
+            f"unknown or not yet available stage {name!r} (available: {', '.join(known)})",
         )
-    in_order = [name for name in KNOWN_STAGES if name in stages]
+    in_order = [name for name in known if name in stages]
     require(
         list(dict.fromkeys(stages)) == in_order,
         "run.stages",
         f"list the stages in the order they run: {','.join(in_order)}",
     )
-    for stage in (cls(cfg) for cls in STAGES[1:] if cls.name in stages):
+    for stage in (cls(cfg) for cls in stage_classes()[1:] if cls.name in stages):
         stage.validate()
         for other, why in stage.needs().items():
-            wanted = ",".join(name for name in KNOWN_STAGES if name in stages or name == other)
+            wanted = ",".join(name for name in known if name in stages or name == other)
             require(
                 other in stages,
                 "run.stages",

@@ -48,13 +48,12 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs import __version__
 from jobs.checkpoint import Checkpoints, code_version, fingerprint
-from jobs.config import KNOWN_STAGES, load_config
+from jobs.config import known_stages, load_config, stage_classes
 from jobs.errors import EXIT_CODES, run_command
 from jobs.reference import keys_help
 from jobs.report import render_report
 from jobs.session import get_spark, session_conf
 from jobs.stage import Config, Context, Stage, StageCounts, count_stage
-from jobs.stages import STAGES
 from jobs.stages.ingest import INPUT_FORMATS, IngestError, dump_folders
 from jobs.statistics import report_statistics
 from jobs.storage import Committer, FileStore, new_run_id
@@ -80,7 +79,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     parser.add_argument("--dump", help="dump name when the input has no dump=<name>/ folders (ingest.dump)")
     parser.add_argument(
-        "--stages", help=f"comma-separated stages after ingest (run.stages, available: {','.join(KNOWN_STAGES)})"
+        "--stages", help=f"comma-separated stages after ingest (run.stages, available: {','.join(known_stages())})"
     )
     parser.add_argument("--boxes", help="the Boxes table (parquet) for the ground stage (ground.boxes)")
     parser.add_argument(
@@ -125,7 +124,7 @@ class Run:
     def start(cls, spark: SparkSession, cfg: Config, input_path: str, output: str) -> Run:
         store, run_id = FileStore(spark), new_run_id()
         ctx = Context(spark, cfg, input_path, output, store, committed={})
-        every = [stage(cfg, ctx) for stage in STAGES]
+        every = [stage(cfg, ctx) for stage in stage_classes()]
         selected = [s for s in every if s is every[0] or s.name in cfg.run.stages]
         # Every part is committed per dump, also one this run does not write: a dump re-run without
         # the dedup (or ground) stage must not keep the history (or box verdicts) of its old output.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jobs.config import KNOWN_STAGES, RunConfig, default_config, load_config
+from jobs.config import RunConfig, default_config, known_stages, load_config
 from jobs.errors import ConfigError
 from jobs.stages.ingest import INPUT_FORMATS
 from udfs.text_rules import TextConfig
@@ -266,11 +266,22 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> No
         (["image.batch_size=0"], "image.batch_size"),
         (["image.partitions=-1"], "image.partitions"),
         (["run.stages=nosuchstage"], "run.stages"),
+        (["run.stages=dedup,text"], "run.stages"),  # listed out of the order they run in
         (["run.stages=[]"], "run.stages"),
     ],
 )
 def test_impossible_value_names_the_key_first(sets: list[str], key: str) -> None:
     assert config_error(sets=sets).startswith(f"{key}:")
+
+
+def test_a_stage_without_the_stage_it_needs_says_which_and_why() -> None:
+    message = config_error(sets=["run.stages=image,ground", "ground.boxes=b.parquet"])
+    assert message == (
+        "run.stages: ground needs the text stage before it (it writes the noun-chunk spans): --stages text,image,ground"
+    )
+    assert (
+        config_error(sets=["run.stages=dedup,text"]) == "run.stages: list the stages in the order they run: text,dedup"
+    )
 
 
 def test_impossible_value_in_file_names_the_key_first(tmp_path: Path) -> None:
@@ -478,7 +489,7 @@ def test_ground_defaults_are_the_grit_values() -> None:
     g = default_config().ground
     assert (g.min_score, g.drop_contained, g.boxes_in_pixels) == (0.65, False, False)
     assert set(g.abstract_nouns) == GRIT_ABSTRACT_NOUNS and len(g.abstract_nouns) == len(GRIT_ABSTRACT_NOUNS)
-    assert "ground" in KNOWN_STAGES and "ground" not in RunConfig().stages and g.boxes == ""
+    assert "ground" in known_stages() and "ground" not in RunConfig().stages and g.boxes == ""
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from jobs import cli, reference
-from jobs.config import SECTIONS, default_config, load_config
+from jobs.config import default_config, load_config, sections
 from jobs.stages import STAGES
 from schemas import reasons
 
@@ -51,7 +51,7 @@ def test_generated_toml_loads_as_the_defaults(tmp_path):
 
 
 def test_every_key_is_documented_where_it_is_typed():
-    for name, section in SECTIONS.items():
+    for name, section in sections().items():
         docs = reference.key_docs(section)
         missing = [f.name for f in dataclasses.fields(section) if not docs.get(f.name)]
         assert not missing, f"[{name}] ({section.__module__}) has keys without a docstring: {missing}"
@@ -62,7 +62,7 @@ def test_the_reference_names_every_key_and_where_its_section_lives():
     text = reference.config_markdown()
     for name, table in default_config().to_dict().items():
         assert f"## [{name}]" in text
-        assert f"`{SECTIONS[name].__module__.replace('.', '/')}.py`" in text
+        assert f"`{sections()[name].__module__.replace('.', '/')}.py`" in text
         for key in table:
             assert f"| `{name}.{key}` |" in text
 
