@@ -52,7 +52,9 @@ def key_docs(section: type) -> dict[str, str]:
 def section_doc(section: type) -> str:
     """The class docstring on one line, without its leading "``[name]``: "."""
     text = " ".join((section.__doc__ or "").split())
-    return text.split(": ", 1)[1] if text.startswith("``[") and ": " in text else text
+    if text.startswith("``[") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text[:1].upper() + text[1:]
 
 
 def toml_value(value: Any) -> str:
