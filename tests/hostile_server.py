@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import functools
+import select
 import socket
 import threading
 import time
@@ -68,6 +69,7 @@ ROUTES = {
     "/loop/a": "too-many-redirects: /loop/a -> /loop/b -> /loop/a ...",
     "/chain/<n>": "n relative redirects, then good.jpg (10 > the cap of 5; 3 is fine)",
     "/trickle": "timeout: declares 100000 bytes, sends one every 0.2 s",
+    "/trickle-headers?every=S": "timeout: the status line and headers one byte every S seconds (default 0.5)",
     "/endless": "too-large: streams forever without Content-Length",
     "/lying-length": "truncated: declares 100000 bytes, sends 500 and closes",
     "/huge-length": "too-large: declares 10 GB, sends 1 KiB and holds the connection",
@@ -123,6 +125,7 @@ class _State:
     hits: list[Hit] = field(default_factory=list)
     sleeping: int = 0
     max_sleeping: int = 0
+    closed: dict[str, float] = field(default_factory=dict)  # path -> when the client was seen gone
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -185,6 +188,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.stopping.wait(seconds)
         self.close_connection = True
 
+    def trickle(self, data: bytes, every: float) -> None:
+        """Send ``data`` a byte at a time, one every ``every`` seconds, until the client goes away
+        (recorded in ``closed``) or the server stops."""
+        self.close_connection = True
+        for i in range(len(data)):
+            if self.peer_gone(every):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+
+    def peer_gone(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds; True (and the time recorded) when the client closed meanwhile."""
+        gone = _wait_for_close(self.connection, wait, self.state.stopping)
+        if gone:
+            with self.state.lock:
+                self.state.closed[self.path] = time.monotonic()
+        return gone or self.state.stopping.is_set()
+
     def attempts(self) -> int:
         """How many times this exact path (query included) has been requested, this one counted."""
         with self.state.lock:
@@ -237,13 +258,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "image/jpeg")
         self.send_header("Content-Length", "100000")
         self.end_headers()
-        self.close_connection = True
+        self.wfile.flush()
         body = images()["good.jpg"][0]
-        for i in range(100000):
-            if self.state.stopping.wait(0.2):
-                return
-            self.wfile.write(body[i % len(body) : i % len(body) + 1])
-            self.wfile.flush()
+        self.trickle((body * (100000 // len(body) + 1))[:100000], 0.2)
+
+    def route_trickle_headers(self, _: str, query: dict, tags: list) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n"
+        self.trickle(head, float(query.get("every", "0.5")))
 
     def route_endless(self, _: str, query: dict, tags: list) -> None:
         self.send_response(200)
@@ -298,6 +319,24 @@ class _Handler(BaseHTTPRequestHandler):
             with self.state.lock:
                 self.state.sleeping -= 1
         self.send_good()
+
+
+def _wait_for_close(sock: socket.socket, wait: float, stopping: threading.Event) -> bool:
+    """Whether the peer of ``sock`` closes (or resets) it within ``wait`` seconds."""
+    end = time.monotonic() + wait
+    while not stopping.is_set():
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        readable, _, _ = select.select([sock], [], [], min(left, 0.05))
+        if readable:
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except OSError:
+                return True
+            sock.recv(65536)  # the client sent something: drop it, keep waiting
+    return False
 
 
 class _Server(ThreadingHTTPServer):
@@ -369,9 +408,65 @@ class HostileServer:
         with self.state.lock:
             return self.state.max_sleeping
 
+    def closed_at(self, url_or_path: str) -> float | None:
+        """When the server saw the client of this URL (or path with query) go away, if it did."""
+        with self.state.lock:
+            return self.state.closed.get(url_or_path.removeprefix(self.base))
+
     def reset_concurrency(self) -> None:
         with self.state.lock:
             self.state.max_sleeping = 0
+
+
+class TlsStall:
+    """A loopback TCP server whose TLS handshake never completes: it reads the ClientHello, then
+    sends the header of a 16 KiB handshake record and its body one byte every ``every`` seconds,
+    so no read ever times out. ``closed`` holds when each client was seen gone."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.closed: list[float] = []
+        self.accepted: list[float] = []
+        self._stopping = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            threading.Thread(target=self._stall, args=(conn,), daemon=True).start()
+
+    def _stall(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)  # the ClientHello
+                conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, 16384 bytes to come
+                while not _wait_for_close(conn, self.every, self._stopping):
+                    conn.sendall(b"\x00")
+                if not self._stopping.is_set():
+                    self.closed.append(time.monotonic())
+            except OSError:
+                self.closed.append(time.monotonic())
+
+    def __enter__(self) -> TlsStall:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._sock.close()
+        self._thread.join(timeout=5)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from hostile_server import images, serve
+from hostile_server import TlsStall, images, serve
 
 from jobs import __version__
 from jobs.config import load_config
@@ -335,11 +335,61 @@ def test_redirect_to_ftp_is_refused(server):
 # --- deadlines, byte caps, broken bodies -----------------------------------------------------------------------------
 
 
+def assert_cut_at_the_deadline(got: Fetched, elapsed: float, timeout: float, pending: str) -> None:
+    """Ended as timeout by the deadline of ``timeout`` s (within 1 s of it), naming what was pending."""
+    assert_rejected(got, reasons.TIMEOUT)
+    assert timeout - 0.1 <= elapsed < timeout + 1.0, f"took {elapsed:.2f}s for a {timeout}s deadline"
+    assert pending in got.detail, got.detail
+
+
+def closed_within(server, url: str, timeout: float) -> None:
+    """The server saw the connection closed within the deadline (+ 1 s) of the request."""
+    (hit,) = server.hits(url.removeprefix(server.base))
+    closed = server.closed_at(url)
+    assert closed is not None and closed - hit.at < timeout + 1.0, (hit.at, closed)
+
+
 def test_trickle_ends_at_the_total_deadline(server):
     """A byte every 0.2 s never trips a socket read timeout: only a total deadline stops it."""
-    got, elapsed = timed_fetch(server.url("/trickle"), timeout=1.5, retries=0)
-    assert_rejected(got, reasons.TIMEOUT)
-    assert 1.4 <= elapsed < 1.5 + 1.0, f"took {elapsed:.2f}s for a 1.5s deadline"
+    url = server.url("/trickle", k=key())
+    got, elapsed = timed_fetch(url, timeout=1.5, retries=0)
+    assert_cut_at_the_deadline(got, elapsed, 1.5, "deadline of 1.5s passed while waiting for the body")
+    closed_within(server, url, 1.5)
+
+
+def test_trickled_status_line_and_headers_end_at_the_deadline(server):
+    """One byte every 0.5 s of the status line and headers: each read succeeds, the deadline ends it."""
+    url = server.url("/trickle-headers", k=key())
+    got, elapsed = timed_fetch(url, timeout=2.0, retries=0)
+    assert_cut_at_the_deadline(got, elapsed, 2.0, "deadline of 2s passed while waiting for status line and headers")
+    closed_within(server, url, 2.0)
+
+
+def test_trickled_headers_on_a_kept_alive_connection_end_at_the_deadline(server):
+    """The second request of a pooled connection is watched too."""
+    fetcher = Fetcher(policy(timeout=2.0, retries=0))
+    try:
+        assert_body(fetcher.fetch(server.url("/img/good.jpg", k=key())), "good.jpg")
+        url = server.url("/trickle-headers", k=key())
+        start = time.monotonic()
+        got = fetcher.fetch(url)
+        assert_cut_at_the_deadline(got, time.monotonic() - start, 2.0, "status line and headers")
+        closed_within(server, url, 2.0)
+    finally:
+        fetcher.close()
+
+
+def test_a_tls_handshake_that_never_completes_ends_at_the_deadline():
+    with TlsStall(every=0.5) as stall:
+        # connect_timeout above the deadline: the deadline has to end the handshake
+        url = f"https://127.0.0.1:{stall.port}/x.jpg"
+        got, elapsed = timed_fetch(url, timeout=2.0, connect_timeout=5.0, retries=0)
+        assert_cut_at_the_deadline(got, elapsed, 2.0, "TLS handshake")
+        deadline = time.monotonic() + 2.0
+        while not stall.closed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (accepted,) = stall.accepted
+        assert stall.closed and stall.closed[0] - accepted < 2.0 + 1.0, (accepted, stall.closed)
 
 
 def test_silent_server_times_out(server):

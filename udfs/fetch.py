@@ -12,8 +12,11 @@ the defaults, and the object the fetcher is built from. What it enforces:
   metadata address) unless it is inside ``allow_networks``. The check runs in
   the connection itself, on the address actually connected to, so it covers
   the first hop, every redirect and DNS answers that change between checks;
-- a total deadline per attempt (resolve + connect + headers + body), not just
-  a socket timeout, so a server that trickles a byte at a time is cut off;
+- one deadline per attempt that bounds all of it: DNS, connect, the TLS
+  handshake, the status line and headers, every redirect hop and the body. A
+  watchdog thread shuts the attempt's sockets down when it passes, so a server
+  that trickles a header (or anything else) a byte at a time is cut off there;
+  ``detail`` says what was still pending;
 - a byte cap (declared Content-Length or counted while streaming), a redirect
   cap, loop detection;
 - retries with exponential backoff and full jitter on connection errors, 429
@@ -28,6 +31,7 @@ slow or hostile domain occupies at most ``max_per_host`` threads of a task.
 from __future__ import annotations
 
 import functools
+import heapq
 import ipaddress
 import math
 import os
@@ -59,6 +63,13 @@ CHUNK_BYTES = 64 * 1024
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "100.100.100.200", "fd00:ec2::254", "169.254.170.2")
 )
+# IPv6 prefixes that carry an IPv4 address a gateway or the host itself connects to: the IPv4
+# address must be allowed too. NAT64 well-known (RFC 6052) and local-use (RFC 8215; not global, but
+# Python 3.11 calls it global), IPv4-compatible (deprecated, RFC 4291), 6to4 (RFC 3056), Teredo
+# (RFC 4380: the client address, bit-inverted, in the last 32 bits; the server in bits 32..63).
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 K = TypeVar("K")
 P = TypeVar("P")
@@ -177,10 +188,19 @@ class AddressGuard:
     _resolver: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "winnow-dns"), repr=False)
 
     def permits(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        """Whether a connection may go to ``ip``: allowed or public, and so is every IPv4 address in it."""
+        if isinstance(ip, ipaddress.IPv6Address):
+            same = ip.ipv4_mapped or _ipv4_compatible(ip)
+            if same is not None:  # ::ffff:127.0.0.1 and ::127.0.0.1 are 127.0.0.1
+                return self._permits_one(same)
+            return self._permits_one(ip) and all(self._permits_one(v4) for v4 in embedded_ipv4(ip))
+        return self._permits_one(ip)
+
+    def _permits_one(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         if any(ip.version == net.version and ip in net for net in self.allow):
             return True
+        if ip.version == 6 and ip in NAT64_LOCAL:
+            return False
         return ip.is_global and not ip.is_multicast and ip not in METADATA_ADDRESSES
 
     def resolve(self, host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
@@ -204,20 +224,137 @@ class AddressGuard:
         return [info for info, _ in allowed]
 
 
-def _guarded(base: type, guard: AddressGuard, deadline_of: Callable[[], float]) -> type:
-    """A urllib3 connection class that resolves, checks and connects to the checked address."""
+def _ipv4_compatible(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address of an IPv4-compatible address ``::a.b.c.d`` (not ``::`` or ``::1``)."""
+    if ip in IPV4_COMPATIBLE and int(ip) > 1:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches through a translator or tunnel (NAT64, 6to4, Teredo)."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip in NAT64 or ip in NAT64_LOCAL:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))  # the /96 form, the one in use
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)  # (server, client)
+    return found
+
+
+class Attempt:
+    """One attempt at a URL (redirects included): its deadline, its sockets, what it waits for.
+
+    The watchdog shuts its sockets down when the deadline passes, whatever the
+    thread is blocked in (connect, the TLS handshake, the status line, a header
+    trickled a byte at a time, the body): the blocked call fails and the
+    attempt ends as ``timeout``. Sockets are watched through a duplicate of
+    their file descriptor, so a socket that TLS wrapped (and detached) is shut
+    down all the same; ``shutdown`` ends the connection for every descriptor of it.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.pending = "DNS"  # what the attempt waits for, for the detail of a timeout
+        self.expired = False
+        self._watched: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._finished = False
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down when the deadline passes (at once, if it has)."""
+        try:
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except OSError:
+            return  # already closed: nothing to wait on
+        with self._lock:
+            if not self.expired and not self._finished:
+                self._watched.append(dup)
+                return
+        _shut(dup)
+
+    def expire(self) -> None:
+        """The deadline passed: end every connection of the attempt."""
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            watched, self._watched = self._watched, []
+        for dup in watched:
+            _shut(dup)
+
+    def finish(self) -> None:
+        """The attempt is over: stop watching (its connections may go back to the pool)."""
+        with self._lock:
+            self._finished = True
+            watched, self._watched = self._watched, []
+        for dup in watched:
+            dup.close()
+
+
+def _shut(dup: socket.socket) -> None:
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # not connected (any more)
+    dup.close()
+
+
+class _Watchdog:
+    """One thread per process that expires attempts at their deadlines (started on first use,
+    again in a forked child: threads do not survive a fork)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Attempt]] = []
+        self._cond = threading.Condition()
+        self._pid = -1
+        self._count = 0
+
+    def add(self, attempt: Attempt) -> None:
+        with self._cond:
+            if self._pid != os.getpid():
+                self._pid, self._heap = os.getpid(), []
+                threading.Thread(target=self._run, name="winnow-fetch-deadlines", daemon=True).start()
+            self._count += 1
+            heapq.heappush(self._heap, (attempt.deadline, self._count, attempt))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(timeout=max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None)
+                _, _, attempt = heapq.heappop(self._heap)
+            attempt.expire()
+
+
+WATCHDOG = _Watchdog()
+
+
+def _guarded(base: type, guard: AddressGuard, attempt_of: Callable[[], Attempt]) -> type:
+    """A urllib3 connection class that resolves, checks and connects to the checked address,
+    and hands every socket it opens to the current attempt's watchdog."""
 
     class GuardedConnection(base):  # type: ignore[misc, valid-type]
         def _new_conn(self) -> socket.socket:
-            infos = guard.resolve(self._dns_host, self.port, deadline_of())
+            attempt = attempt_of()
+            attempt.pending = f"DNS ({self.host})"
+            infos = guard.resolve(self._dns_host, self.port, attempt.deadline)
             last: OSError | None = None
             for family, socktype, proto, _name, address in infos:
                 sock = socket.socket(family, socktype, proto)
                 try:
+                    attempt.pending = f"connect ({self.host})"
+                    attempt.watch(sock)
                     sock.settimeout(self.timeout if isinstance(self.timeout, (int, float)) else None)
                     for opt in self.socket_options or ():
                         sock.setsockopt(*opt)
                     sock.connect(address)
+                    attempt.pending = (
+                        "TLS handshake" if isinstance(self, HTTPSConnection) else "status line and headers"
+                    )
                     return sock
                 except TimeoutError:
                     sock.close()
@@ -227,23 +364,44 @@ def _guarded(base: type, guard: AddressGuard, deadline_of: Callable[[], float]) 
                     last = exc
             raise urllib3.exceptions.NewConnectionError(self, f"cannot connect to {self.host}: {last}")
 
+        def connect(self) -> None:
+            super().connect()  # for https, the TLS handshake too
+            attempt_of().pending = "status line and headers"
+
     return GuardedConnection
+
+
+def _watched_pool(base: type, connection: type, attempt_of: Callable[[], Attempt]) -> type:
+    """A urllib3 pool whose kept-alive connections are watched by the attempt that reuses them."""
+
+    class WatchedPool(base):  # type: ignore[misc, valid-type]
+        ConnectionCls = connection
+
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            if getattr(conn, "sock", None) is not None:
+                attempt = attempt_of()
+                attempt.watch(conn.sock)
+                attempt.pending = "status line and headers"
+            return conn
+
+    return WatchedPool
 
 
 class _GuardedAdapter(HTTPAdapter):
     """requests adapter whose pools use guarded connections and never retry on their own."""
 
-    def __init__(self, guard: AddressGuard, deadline_of: Callable[[], float], pool_size: int):
-        self._guard, self._deadline_of = guard, deadline_of
+    def __init__(self, guard: AddressGuard, attempt_of: Callable[[], Attempt], pool_size: int):
+        self._guard, self._attempt_of = guard, attempt_of
         super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        http_conn = _guarded(HTTPConnection, self._guard, self._deadline_of)
-        https_conn = _guarded(HTTPSConnection, self._guard, self._deadline_of)
+        http_conn = _guarded(HTTPConnection, self._guard, self._attempt_of)
+        https_conn = _guarded(HTTPSConnection, self._guard, self._attempt_of)
         self.poolmanager.pool_classes_by_scheme = {
-            "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+            "http": _watched_pool(HTTPConnectionPool, http_conn, self._attempt_of),
+            "https": _watched_pool(HTTPSConnectionPool, https_conn, self._attempt_of),
         }
 
 
@@ -309,13 +467,18 @@ class Fetcher:
         session = requests.Session()
         session.trust_env = False  # no proxies, .netrc or CA bundles from the environment
         session.headers.update({"User-Agent": policy.agent(), "Accept-Encoding": "identity", "Accept": "image/*,*/*"})
-        adapter = _GuardedAdapter(self._guard, self._deadline, pool_size=max(10, policy.threads))
+        adapter = _GuardedAdapter(self._guard, self._attempt_now, pool_size=max(10, policy.threads))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._session = session
 
-    def _deadline(self) -> float:
-        return getattr(self._local, "deadline", time.monotonic() + self.policy.timeout)
+    def _attempt_now(self) -> Attempt:
+        """The attempt this thread is making (connections are opened in the thread that asks)."""
+        attempt = getattr(self._local, "attempt", None)
+        if attempt is None:  # a connection outside an attempt: bounded all the same
+            attempt = self._local.attempt = Attempt(self.policy.timeout)
+            WATCHDOG.add(attempt)
+        return attempt
 
     def close(self) -> None:
         self._session.close()
@@ -400,13 +563,37 @@ class Fetcher:
                 time.sleep(delay)
 
     def _attempt(self, url: str) -> tuple[bytes, int, str | None, str]:
-        """One attempt, redirects included, under one total deadline."""
+        """One attempt, redirects included, under one total deadline: the watchdog ends it there,
+        whatever it waits for (DNS, connect, TLS, the status line, headers, the body)."""
+        attempt = self._local.attempt = Attempt(self.policy.timeout)
+        WATCHDOG.add(attempt)
+        try:
+            got = self._hops(url, attempt)
+        except _Reject as rej:
+            if attempt.expired:
+                raise self._timed_out(attempt, rej.status) from None
+            raise
+        except Exception:
+            if attempt.expired:  # whatever the shut-down socket made the library raise
+                raise self._timed_out(attempt, None) from None
+            raise
+        finally:
+            attempt.finish()
+            self._local.attempt = None
+        if attempt.expired:  # a body cut off by the watchdog can look complete (no Content-Length)
+            raise self._timed_out(attempt, got[1])
+        return got
+
+    def _timed_out(self, attempt: Attempt, status: int | None) -> _Reject:
+        return _Reject(
+            reasons.TIMEOUT, f"deadline of {attempt.timeout:g}s passed while waiting for {attempt.pending}", status
+        )
+
+    def _hops(self, url: str, attempt: Attempt) -> tuple[bytes, int, str | None, str]:
         p = self.policy
-        deadline = time.monotonic() + p.timeout
-        self._local.deadline = deadline
         seen = {url}
         for _hop in range(p.max_redirects + 1):
-            resp = self._request(url, deadline)
+            resp = self._request(url, attempt)
             try:
                 if resp.is_redirect or 300 <= resp.status_code < 400:
                     location = resp.headers.get("Location")
@@ -423,15 +610,15 @@ class Fetcher:
                         raise _Reject(reasons.TOO_MANY_REDIRECTS, f"redirect loop back to {url[:200]}")
                     seen.add(url)
                     continue
-                return self._body(resp, deadline) + (url,)
+                return self._body(resp, attempt) + (url,)
             finally:
                 resp.close()
         raise _Reject(reasons.TOO_MANY_REDIRECTS, f"more than {p.max_redirects} redirects")
 
-    def _request(self, url: str, deadline: float) -> requests.Response:
-        remaining = deadline - time.monotonic()
+    def _request(self, url: str, attempt: Attempt) -> requests.Response:
+        remaining = attempt.deadline - time.monotonic()
         if remaining <= 0:
-            raise _Reject(reasons.TIMEOUT, f"deadline of {self.policy.timeout:g}s passed")
+            raise self._timed_out(attempt, None)
         try:
             return self._session.get(
                 url,
@@ -446,7 +633,7 @@ class Fetcher:
         except requests.exceptions.SSLError as exc:
             raise _Reject(reasons.TLS, _short(exc)) from None
         except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
-            raise _Reject(reasons.TIMEOUT, _short(exc)) from None
+            raise _Reject(reasons.TIMEOUT, f"{attempt.pending} timed out: {_short(exc)}") from None
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.URLRequired,
@@ -466,8 +653,8 @@ class Fetcher:
         except (UnicodeError, ValueError, urllib3.exceptions.LocationParseError) as exc:
             raise _Reject(reasons.URL_INVALID, _short(exc)) from None
 
-    def _body(self, resp: requests.Response, deadline: float) -> tuple[bytes, int, str | None]:
-        p, status = self.policy, resp.status_code
+    def _body(self, resp: requests.Response, attempt: Attempt) -> tuple[bytes, int, str | None]:
+        p, status, deadline = self.policy, resp.status_code, attempt.deadline
         if status >= 400:
             reason = reasons.HTTP_5XX if status >= 500 else reasons.HTTP_4XX
             retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
@@ -485,9 +672,10 @@ class Fetcher:
         chunks, total = [], 0
         try:
             while expected is None or total < expected:
+                attempt.pending = f"the body ({total} bytes so far)"
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise _Reject(reasons.TIMEOUT, f"body not complete within {p.timeout:g}s ({total} bytes)", status)
+                    raise self._timed_out(attempt, status)
                 # Look the socket up on every read: once the body is complete urllib3 hands the
                 # connection back to the pool (or closes it), and the old socket must not be touched.
                 sock = getattr(getattr(raw, "_connection", None), "sock", None)
@@ -503,7 +691,7 @@ class Fetcher:
         except _Reject:
             raise
         except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            raise _Reject(reasons.TIMEOUT, f"body not complete within {p.timeout:g}s ({total} bytes)", status) from None
+            raise self._timed_out(attempt, status) from None
         except (urllib3.exceptions.ProtocolError, urllib3.exceptions.IncompleteRead, OSError) as exc:
             raise _Reject(reasons.TRUNCATED, f"body broke off after {total} bytes: {_short(exc)}", status) from None
         except urllib3.exceptions.HTTPError as exc:
