@@ -8,6 +8,7 @@ see a request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import threading
@@ -21,7 +22,7 @@ from hostile_server import TlsStall, images, serve
 from jobs import __version__
 from jobs.config import load_config
 from schemas import reasons
-from udfs.fetch import FetchConfig, Fetched, Fetcher, get_fetcher, host_key, map_bounded
+from udfs.fetch import AddressGuard, FetchConfig, Fetched, Fetcher, get_fetcher, host_key, map_bounded
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -549,6 +550,100 @@ def test_allow_list_can_name_a_wider_network():
         assert_body(fetch(url, allow_networks=("127.0.0.0/8",)), "good.jpg")
         assert_rejected(fetch(url, allow_networks=("127.0.0.1/32", "127.0.0.2/32")), reasons.SSRF_REFUSED)
         assert other.count(url) == 1
+
+
+# --- IPv6 forms of refused IPv4 addresses ----------------------------------------------------------------------------
+
+# Each reaches a refused IPv4 address through a translator, a tunnel or the host's own stack.
+EMBEDDED = [
+    "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052) of 169.254.169.254, the metadata service
+    "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+    "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+    "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 (RFC 8215)
+    "64:ff9b:1::808:808",  # local-use NAT64, even of a public address: a local translator
+    "2002:a9fe:a9fe::1",  # 6to4 (RFC 3056) of 169.254.169.254
+    "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    "2002:c0a8:101::1",  # 6to4 of 192.168.1.1
+    "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1 (bit-inverted)
+    "::a9fe:a9fe",  # IPv4-compatible ::169.254.169.254
+    "::7f00:1",  # IPv4-compatible ::127.0.0.1
+    "::ffff:c0a8:101",  # IPv4-mapped ::ffff:192.168.1.1
+]
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Any connect to an address outside 127.0.0.0/8 fails in the test instead of leaving the machine."""
+    attempted: list = []
+    real = socket.socket.connect
+
+    def connect(self, address, *args):
+        if ipaddress.ip_address(address[0].split("%")[0]) not in ipaddress.ip_network("127.0.0.0/8"):
+            attempted.append(address)
+            raise OSError(f"test forbids traffic off loopback (connect to {address})")
+        return real(self, address, *args)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return attempted
+
+
+@pytest.mark.parametrize("address", EMBEDDED)
+def test_ipv6_forms_of_refused_addresses_are_refused_without_traffic(no_network, address):
+    got = fetch(f"http://[{address}]/x.jpg", allow_networks=LOOPBACK_ONLY)
+    assert_rejected(got, reasons.SSRF_REFUSED)
+    assert no_network == []
+
+
+@pytest.mark.parametrize("address", EMBEDDED)
+def test_a_redirect_to_an_ipv6_form_is_refused(server, canary, loopback_only, address):
+    got = fetch(server.url("/redirect", to=f"http://[{address}]:{canary.port}/img/good.jpg", k=key()))
+    assert_rejected(got, reasons.SSRF_REFUSED)
+    assert loopback_only == []
+
+
+def test_a_redirect_to_the_mapped_canary_is_refused(server, canary):
+    got = fetch(server.url("/redirect", to=f"http://[::ffff:127.0.0.2]:{canary.port}/img/good.jpg", k=key()))
+    assert_rejected(got, reasons.SSRF_REFUSED)
+
+
+@pytest.mark.parametrize("address", EMBEDDED)
+def test_a_hostname_resolving_to_an_ipv6_form_is_refused(no_network, monkeypatch, address):
+    def resolve(host, port, *args, **kwargs):
+        assert host == "translated.winnow.test"
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", (address, port, 0, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    got = fetch("http://translated.winnow.test/x.jpg", allow_networks=LOOPBACK_ONLY)
+    assert_rejected(got, reasons.SSRF_REFUSED)
+    assert address in got.detail and no_network == []
+
+
+@pytest.mark.parametrize(
+    ("address", "permitted"),
+    [
+        ("127.0.0.1", True),  # the allowed IPv4 network
+        ("::ffff:127.0.0.1", True),  # ... mapped: the same address on this host
+        ("::127.0.0.1", False),  # IPv4-compatible, NAT64, 6to4: another machine's 127.0.0.1
+        ("64:ff9b::7f00:1", False),
+        ("2002:7f00:1::1", False),
+        ("::ffff:127.0.0.2", False),
+        ("64:ff9b::7f00:2", False),
+        ("2002:7f00:2::1", False),
+        ("64:ff9b::808:808", True),  # public: 8.8.8.8 through NAT64
+        ("2002:808:808::1", True),  # public: 8.8.8.8 through 6to4
+        ("2606:4700:4700::1111", True),  # a public IPv6 address
+        ("8.8.8.8", True),
+    ],
+)
+def test_allow_networks_keeps_working_for_its_ipv4_networks(address, permitted):
+    guard = AddressGuard(allow=(ipaddress.ip_network("127.0.0.1/32"),))
+    assert guard.permits(ipaddress.ip_address(address)) is permitted
+
+
+def test_an_allowed_ipv6_network_covers_its_translated_forms():
+    guard = AddressGuard(allow=(ipaddress.ip_network("64:ff9b::a00:0/120"),))
+    assert guard.permits(ipaddress.ip_address("64:ff9b::a00:1"))  # 10.0.0.1 through this NAT64, by name
+    assert not guard.permits(ipaddress.ip_address("64:ff9b::a01:1"))  # 10.0.1.1: not in it
 
 
 # --- schemes and malformed URLs --------------------------------------------------------------------------------------

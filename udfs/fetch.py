@@ -188,20 +188,21 @@ class AddressGuard:
     _resolver: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "winnow-dns"), repr=False)
 
     def permits(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """Whether a connection may go to ``ip``: allowed or public, and so is every IPv4 address in it."""
-        if isinstance(ip, ipaddress.IPv6Address):
-            same = ip.ipv4_mapped or _ipv4_compatible(ip)
-            if same is not None:  # ::ffff:127.0.0.1 and ::127.0.0.1 are 127.0.0.1
-                return self._permits_one(same)
-            return self._permits_one(ip) and all(self._permits_one(v4) for v4 in embedded_ipv4(ip))
-        return self._permits_one(ip)
+        """Whether a connection may go to ``ip``: in ``allow``, or public and reaching no refused
+        IPv4 address through a translator or tunnel.
 
-    def _permits_one(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        The IPv4 networks of ``allow`` cover their addresses and the IPv4-mapped forms of them
+        (``::ffff:127.0.0.1`` is 127.0.0.1 on this host), never a NAT64, 6to4, Teredo or
+        IPv4-compatible form: those reach the IPv4 address through another machine (a NAT64
+        gateway's own loopback is not ours). Name the IPv6 network in ``allow`` to allow one.
+        """
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         if any(ip.version == net.version and ip in net for net in self.allow):
             return True
-        if ip.version == 6 and ip in NAT64_LOCAL:
+        if not _public(ip):
             return False
-        return ip.is_global and not ip.is_multicast and ip not in METADATA_ADDRESSES
+        return isinstance(ip, ipaddress.IPv4Address) or all(_public(v4) for v4 in embedded_ipv4(ip))
 
     def resolve(self, host: str, port: int, deadline: float) -> list[tuple[Any, ...]]:
         """getaddrinfo with a deadline (it has no timeout of its own), then the address check."""
@@ -224,18 +225,18 @@ class AddressGuard:
         return [info for info, _ in allowed]
 
 
-def _ipv4_compatible(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address of an IPv4-compatible address ``::a.b.c.d`` (not ``::`` or ``::1``)."""
-    if ip in IPV4_COMPATIBLE and int(ip) > 1:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if ip.version == 6 and ip in NAT64_LOCAL:
+        return False  # a local translator (RFC 8215): it reaches whatever it is configured to
+    return ip.is_global and not ip.is_multicast and ip not in METADATA_ADDRESSES
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """The IPv4 addresses an IPv6 address reaches through a translator or tunnel (NAT64, 6to4, Teredo)."""
+    """The IPv4 addresses an IPv6 address stands for: NAT64 (the /96 form, the one in use),
+    IPv4-compatible (``::a.b.c.d``), 6to4, and Teredo's server and client."""
     found: list[ipaddress.IPv4Address] = []
-    if ip in NAT64 or ip in NAT64_LOCAL:
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))  # the /96 form, the one in use
+    if ip in NAT64 or ip in NAT64_LOCAL or (ip in IPV4_COMPATIBLE and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     if ip.sixtofour is not None:
         found.append(ip.sixtofour)
     if ip.teredo is not None:
