@@ -19,6 +19,7 @@ needs) are errors that name the key, raised before Spark starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class RunConfig:
     re-run starts after the last stage whose checkpoint still matches; false: keep them in memory."""
     keep_checkpoints: bool = False
     """Keep a dump's checkpoints after its output is committed (else they are deleted then)."""
+    lease_timeout: float = 300.0
+    """Seconds without a heartbeat after which OUTPUT's lease (one run at a time) is a killed run's and is
+    taken over; the holder renews it every tenth of this."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, why) of every impossible value."""
@@ -63,6 +67,8 @@ class RunConfig:
             yield "arrow_batch_size", "must be at least 1"
         if self.report_samples < 0:
             yield "report_samples", "must not be negative"
+        if not (self.lease_timeout >= 1.0 and math.isfinite(self.lease_timeout)):
+            yield "lease_timeout", "must be a finite number of seconds, at least 1"
 
 
 def sections() -> dict[str, type]:

@@ -40,6 +40,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -56,7 +58,7 @@ from jobs.session import get_spark, session_conf
 from jobs.stage import Config, Context, Stage, StageCounts, count_stage
 from jobs.stages.ingest import INPUT_FORMATS, IngestError, dump_folders
 from jobs.statistics import report_statistics
-from jobs.storage import Committer, FileStore, new_run_id
+from jobs.storage import Committer, FileStore, Lease, new_run_id
 
 log = logging.getLogger("winnow")
 
@@ -116,6 +118,7 @@ class Run:
     part_paths: dict[str, str]  # every output part, also those of stages not selected
     committer: Committer
     checkpoints: Checkpoints | None
+    lease: Lease  # one run at a time per output
     fingerprint: str = ""  # of the last stage run
     funnel: list[StageCounts] = field(default_factory=list)
     rejected: list[DataFrame] = field(default_factory=list)
@@ -132,7 +135,17 @@ class Run:
         for stage in every:
             parts.update(stage.part_paths())
         checkpoints = Checkpoints(spark, store, f"{output}/_checkpoints", run_id) if cfg.run.checkpoints else None
-        return cls(ctx, selected, parts, Committer(store, output, run_id), checkpoints)
+        lease = Lease(store, output, run_id, cfg.run.lease_timeout)
+        return cls(ctx, selected, parts, Committer(store, output, run_id), checkpoints, lease)
+
+    @contextmanager
+    def leased(self) -> Iterator[None]:
+        """Hold OUTPUT's lease while the block runs: a second run on it stops at once, naming this one."""
+        self.lease.take()
+        try:
+            yield
+        finally:
+            self.lease.release()
 
     def open(self, incremental: bool) -> bool:
         """Finish or undo what a killed run left; pick the dumps to read. False: nothing new to read."""
@@ -246,6 +259,7 @@ class Run:
             }
             for dump in ctx.dumps
         }
+        self.lease.confirm()  # a run whose lease was taken over (its heartbeat stalled) must not commit
         committer.commit(staged, per_dump, (f"{ctx.output}/report", sorted(files)))
         if self.checkpoints is not None and not ctx.cfg.run.keep_checkpoints:
             self.checkpoints.drop(ctx.dumps)
@@ -262,21 +276,22 @@ def run_pipeline(
     """
     started = time.time()
     run = Run.start(spark, cfg, input_path, output)
-    if not run.open(incremental):
-        return {"new_dumps": [], "committed": sorted(run.ctx.committed)}
-    # Models, word lists, blocklists, the Boxes table: loaded and checked before any data is read.
-    for stage in run.stages:
-        spark.sparkContext.setJobDescription(f"{stage.name}: preflight (models, lists, tables)")
-        stage.preflight()
-    frame = None
-    for stage in run.stages:
-        annotated = run.run(stage, frame)
-        if frame is None:  # ingest: what later stages need of the source's columns, before they run
-            for later in run.stages[1:]:
-                later.check_source(annotated)
-        frame, rejected = stage.split(annotated, frame)
-        run.rejected.append(rejected)
-    return run.commit(frame, started)
+    with run.leased():  # before anything is read or written
+        if not run.open(incremental):
+            return {"new_dumps": [], "committed": sorted(run.ctx.committed)}
+        # Models, word lists, blocklists, the Boxes table: loaded and checked before any data is read.
+        for stage in run.stages:
+            spark.sparkContext.setJobDescription(f"{stage.name}: preflight (models, lists, tables)")
+            stage.preflight()
+        frame = None
+        for stage in run.stages:
+            annotated = run.run(stage, frame)
+            if frame is None:  # ingest: what later stages need of the source's columns, before they run
+                for later in run.stages[1:]:
+                    later.check_source(annotated)
+            frame, rejected = stage.split(annotated, frame)
+            run.rejected.append(rejected)
+        return run.commit(frame, started)
 
 
 def format_funnel(report: dict[str, Any]) -> str:

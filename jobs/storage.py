@@ -1,6 +1,17 @@
-"""Files through Hadoop's FileSystem (local, HDFS, S3 alike) and the per-dump commit of the output.
+"""Files through Hadoop's FileSystem (local, HDFS, S3 alike), the lease that lets one run at a time
+write an output, and the per-dump commit of the output.
 
-The commit protocol (README, "Incremental runs and restarts"): every run writes
+The lease (``Lease``): ``OUTPUT/_lease.json`` is created with create-exclusive
+semantics (``O_CREAT | O_EXCL`` on a local disk; ``create(overwrite=false)``,
+atomic at the NameNode, on HDFS) and names its holder (host, pid, run id,
+start). Its modification time is the holder's heartbeat, renewed by a thread
+every ``run.lease_timeout / 10``; a second run finds it and stops, naming the
+holder, before touching anything. A lease whose heartbeat is older than
+``run.lease_timeout`` belongs to a killed run and is taken over. Object stores
+(S3A, GCS) have neither an exclusive create nor a reliable modification time:
+there the lease only guards against the common overlap (docs/operations.md).
+
+The commit protocol (docs/operations.md, "The commit"): every run writes
 its parts (accepted, rejected, history, boxes) under ``<part>/_staging/<run>/``
 and its report under ``report/_staging/<run>/`` (Spark's file index skips
 ``_`` folders, so readers never see them), then records an intent,
@@ -18,15 +29,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 
+from jobs.errors import WinnowError
+
 log = logging.getLogger("winnow")
 
+LEASE = "_lease.json"
 COMMITS = "_commits"
 STAGING = "_staging"
 PENDING = "_pending-"
@@ -86,6 +104,49 @@ class FileStore:
             out.append((str(status.getPath().toString()), int(status.getLen()), int(status.getModificationTime())))
         return sorted(out)
 
+    def modified(self, path: str) -> float | None:
+        """The modification time of ``path`` in seconds since the epoch, or None when it does not exist."""
+        p, fs = self._fs(path)
+        if not fs.exists(p):
+            return None
+        return int(fs.getFileStatus(p).getModificationTime()) / 1000.0
+
+    def touch(self, path: str) -> None:
+        """Set the modification time of ``path`` to now."""
+        p, fs = self._fs(path)
+        fs.setTimes(p, int(time.time() * 1000), -1)
+
+    def create_new(self, path: str, text: str) -> bool:
+        """Create ``path`` holding ``text`` unless it exists (False then): one of two racing creators wins.
+
+        A local path is created with ``O_CREAT | O_EXCL``; any other with Hadoop's
+        ``create(overwrite=false)``, which HDFS decides at the NameNode.
+        """
+        local = _local_path(path)
+        if local is not None:
+            os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+            try:
+                fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            return True
+        p, fs = self._fs(path)
+        try:
+            out = fs.create(p, False)
+        except Exception as exc:  # Py4JJavaError around FileAlreadyExistsException
+            if "FileAlreadyExists" in str(exc):
+                return False
+            raise
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+        return True
+
     def read_text(self, path: str) -> str | None:
         p, fs = self._fs(path)
         if not fs.exists(p):
@@ -125,6 +186,105 @@ class FileStore:
         """The dump a ``dump=...`` folder name holds."""
         raw = folder[len("dump=") :]
         return None if raw == "__HIVE_DEFAULT_PARTITION__" else str(self._utils.unescapePathName(raw))
+
+
+def _local_path(path: str) -> str | None:
+    parsed = urlparse(path)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    return path if not parsed.scheme or len(parsed.scheme) == 1 else None  # "C:" is a drive
+
+
+class LeaseHeld(WinnowError):
+    """Another run holds the output's lease; the message names it."""
+
+
+@dataclass
+class Lease:
+    """One run's hold on an output (see the module docstring): ``take``, then ``release``."""
+
+    store: FileStore
+    output: str
+    run_id: str
+    timeout: float  # seconds without a heartbeat after which a lease is a killed run's
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _beat: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        return f"{self.output.rstrip('/')}/{LEASE}"
+
+    def _holder(self) -> dict[str, Any]:
+        text = self.store.read_text(self.path)
+        try:
+            return json.loads(text) if text else {}
+        except ValueError:
+            return {}  # a holder killed while writing its lease: staleness alone decides
+
+    def take(self) -> str | None:
+        """Hold the lease, or raise LeaseHeld naming its live holder; what was taken over, if anything."""
+        me = {
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        text = json.dumps(me, indent=1, sort_keys=True) + "\n"
+        taken_over = None
+        if not self.store.create_new(self.path, text):
+            holder, age = self._holder(), self._age()
+            if age is not None and age <= self.timeout:
+                raise LeaseHeld(self._describe(holder, age))
+            # A killed run's lease; read it again right before deleting it (another run may just have
+            # taken it over), then take it as a new holder would.
+            if self._holder() == holder:
+                self.store.delete(self.path)
+            if not self.store.create_new(self.path, text):
+                holder = self._holder()
+                raise LeaseHeld(self._describe(holder, self._age() or 0.0))
+            taken_over = f"took over the lease of {self._who(holder)}, whose heartbeat stopped {age or 0:.0f} s ago"
+            log.warning("%s: %s", self.output, taken_over)
+        self._beat = threading.Thread(target=self._heartbeat, name="winnow-lease", daemon=True)
+        self._beat.start()
+        return taken_over
+
+    def _age(self) -> float | None:
+        modified = self.store.modified(self.path)
+        return None if modified is None else max(0.0, time.time() - modified)
+
+    def _heartbeat(self) -> None:
+        every = max(1.0, self.timeout / 10)
+        while not self._stop.wait(every):
+            try:
+                self.store.touch(self.path)
+            except Exception as exc:  # a failed heartbeat is logged; confirm() catches a lost lease
+                log.warning("lease heartbeat on %s failed: %s", self.path, exc)
+
+    def confirm(self) -> None:
+        """Raise LeaseHeld unless this run still holds the lease (before it commits)."""
+        holder = self._holder()
+        if holder.get("run_id") != self.run_id:
+            raise LeaseHeld(f"this run lost the lease of {self.output}: " + self._describe(holder, self._age() or 0.0))
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lease, if it is still this run's."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        if self._holder().get("run_id") == self.run_id:
+            self.store.delete(self.path)
+
+    def _who(self, holder: dict[str, Any]) -> str:
+        if not holder:
+            return "an unknown run (its lease is empty)"
+        where = f"{holder.get('host')} (pid {holder.get('pid')}, started {holder.get('started')})"
+        return f"run {holder.get('run_id')} on {where}"
+
+    def _describe(self, holder: dict[str, Any], age: float) -> str:
+        return (
+            f"{self.output} is in use by {self._who(holder)}, last heartbeat {age:.0f} s ago; a killed run's lease "
+            f"is taken over after run.lease_timeout ({self.timeout:g} s), or delete {self.path} if no run is left"
+        )
 
 
 def swap_partition(store: FileStore, part: str, staging: str, folder: str, staged: bool) -> None:
