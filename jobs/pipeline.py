@@ -168,7 +168,7 @@ class Run:
 
     def run(self, stage: Stage, frame: DataFrame | None) -> DataFrame:
         """The stage's annotated frame, its counts checked and added to the funnel. ``frame`` None:
-        ingest, whose rows in are its rows (and whose rows name the run's dumps)."""
+        ingest, whose rows in are counted from its source (and whose rows name the run's dumps)."""
         ctx = self.ctx
         ctx.spark.sparkContext.setJobDescription(stage.description)
         sections = {s: ctx.cfg.to_dict()[s] for s in stage.sections}
@@ -178,7 +178,7 @@ class Run:
         )
         with session_conf(ctx.spark, stage.spark_conf()):
             annotated, schema = self._annotated(stage, frame)
-            rows_in = annotated.count() if frame is None else self.funnel[-1].accepted
+            rows_in = stage.rows_read() if frame is None else self.funnel[-1].accepted
             counts = count_stage(stage.name, rows_in, annotated)
         if schema is not None:
             self.checkpoints.mark(stage.name, self.fingerprint, ctx.dumps, schema)

@@ -163,6 +163,11 @@ class Stage:
         """What decides the stage's output beyond its config sections and winnow's code (JSON-able)."""
         return None
 
+    def rows_read(self) -> int:
+        """The first stage only (ingest): how many rows its source holds, counted apart from
+        ``annotate``, so a reader that loses or repeats rows fails the conservation check."""
+        raise NotImplementedError(f"stage {self.name} reads no source")
+
     def annotate(self, frame: DataFrame | None) -> DataFrame:
         """Every row of ``frame`` (ingest: of the source) once, with ``reason`` and ``detail``."""
         raise NotImplementedError

@@ -32,7 +32,15 @@ from pyspark.sql.types import (
 
 from jobs import cli, export
 from jobs.stage import count_stage
-from jobs.stages.ingest import IngestConfig, IngestError, read_source, resolve_format, split_pairs, with_pair_columns
+from jobs.stages.ingest import (
+    IngestConfig,
+    IngestError,
+    read_source,
+    resolve_format,
+    source_rows,
+    split_pairs,
+    with_pair_columns,
+)
 from schemas import reasons
 from schemas.tables import CHUNK_SPAN, EXPORTED_SHARD, IMAGE_INPUT, SPAN, WEBDATASET_SAMPLE
 from udfs import wds
@@ -90,7 +98,7 @@ def ingest(spark, path, fmt="auto", **cfg):
     resolved = resolve_format(str(path), fmt if fmt != "auto" else config.input_format)
     raw = read_source(spark, str(path), resolved, config)
     annotated = with_pair_columns(raw, resolved, config)
-    counts = count_stage("ingest", raw.count(), annotated)
+    counts = count_stage("ingest", source_rows(spark, str(path), resolved, config), annotated)
     accepted, rejected = split_pairs(annotated)
     assert counts.accepted == accepted.count() and counts.rejected == rejected.count()
     return accepted.collect(), rejected.collect(), counts

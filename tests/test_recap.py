@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from jobs import export
 from jobs.stage import count_stage
-from jobs.stages.ingest import IngestConfig, read_source, split_pairs, with_pair_columns
+from jobs.stages.ingest import IngestConfig, read_source, source_rows, split_pairs, with_pair_columns
 from jobs.stages.text import rules_from_config, split_text, with_text_verdicts
 from schemas import reasons
 from tests.image_factory import jpeg_bytes
@@ -52,7 +52,7 @@ def recap_file(tmp_path):
 def ingest_and_filter(spark, path, **cfg):
     config = IngestConfig(input_format="recap", **cfg)
     annotated = with_pair_columns(read_source(spark, str(path), "recap", config), "recap", config)
-    counts = count_stage("ingest", annotated.count(), annotated)
+    counts = count_stage("ingest", source_rows(spark, str(path), "recap", config), annotated)
     pairs, ingest_rejects = split_pairs(annotated)
     rules = rules_from_config(TextConfig(), ChineseTextConfig())
     judged = with_text_verdicts(pairs, rules, 2).persist()

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from jobs.config import load_config
 from jobs.errors import ConfigError
 from jobs.stage import count_stage
-from jobs.stages.ingest import IngestConfig, read_source, split_pairs, with_pair_columns
+from jobs.stages.ingest import IngestConfig, read_source, source_rows, split_pairs, with_pair_columns
 from jobs.stages.taisu import TaiSuError
 from schemas import reasons
 from tests.image_factory import jpeg_bytes
@@ -146,7 +146,7 @@ def ingest_taisu(spark, root, **cfg):
     config = IngestConfig(input_format="taisu", **cfg)
     raw = read_source(spark, str(root), "taisu", config)
     annotated = with_pair_columns(raw, "taisu", config).persist()
-    counts = count_stage("ingest", annotated.count(), annotated)
+    counts = count_stage("ingest", source_rows(spark, str(root), "taisu", config), annotated)
     accepted, rejected = split_pairs(annotated)
     return accepted.collect(), rejected.collect(), counts
 

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
@@ -172,6 +173,79 @@ def read_shard(data: Buffer, image_extensions: tuple[str, ...] = IMAGE_EXTENSION
     for key, ext, offset, size in members:
         grouped.setdefault(key, {}).setdefault(ext, view[offset : offset + size])  # a repeat: first wins
     return [_sample(key, parts, image_extensions) for key, parts in grouped.items()]
+
+
+def open_source(path: str) -> Any:
+    """A seekable binary file for ``path``: Python's open for local paths (``file:`` URIs too),
+    pyarrow's file systems (HDFS with libhdfs, S3, ...) else."""
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        return open(unquote(parsed.path), "rb")
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(path)
+    return filesystem.open_input_file(inner)
+
+
+def shard_keys(file: Any, size: int) -> list[str] | None:
+    """The sample keys of a tar from its member headers alone (the reads seek over the data), in
+    order of first appearance; None when ``read_shard`` would call the tar unreadable (a member cut
+    short, no end-of-archive blocks, or data after them).
+
+    The ingest stage counts the samples of the source with this, apart from the reader that
+    expands them, so a reader that loses or repeats samples fails its conservation check.
+    """
+    keys: dict[str, None] = {}
+    try:
+        with tarfile.open(fileobj=file, mode="r:") as tar:
+            while (info := tar.next()) is not None:
+                if info.offset_data + info.size > size:
+                    return None
+                parts = split_member_name(info.name)
+                if info.isreg() and parts is not None:
+                    keys.setdefault(parts[0])
+            end = tar.offset
+        if size - end < tarfile.BLOCKSIZE:
+            return None
+        file.seek(end)
+        while block := file.read(1 << 20):
+            if any(block):
+                return None
+    except (tarfile.TarError, EOFError, OSError, ValueError):
+        return None
+    return list(keys)
+
+
+def keys_lister(passed: list[str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function: (path, length, *passed) rows of tar files -> (path, key, *passed),
+    one row per sample key of each tar, or one row with a null key for an unreadable tar."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            out: dict[str, list] = {"path": [], "key": [], **{name: [] for name in passed}}
+            extra = {name: batch.column(name).to_pylist() for name in passed}
+            for i, (path, length) in enumerate(
+                zip(batch.column("path").to_pylist(), batch.column("length").to_pylist(), strict=True)
+            ):
+                try:
+                    with open_source(path) as file:
+                        keys = shard_keys(file, length)
+                except OSError:
+                    keys = None
+                for key in keys if keys is not None else [None]:
+                    out["path"].append(path)
+                    out["key"].append(key)
+                    for name in passed:
+                        out[name].append(extra[name][i])
+            if out["path"]:
+                yield pa.RecordBatch.from_pydict(
+                    out,
+                    schema=pa.schema(
+                        [("path", pa.string()), ("key", pa.string())] + [batch.schema.field(n) for n in passed]
+                    ),
+                )
+
+    return run
 
 
 def shard_expander(

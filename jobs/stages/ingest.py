@@ -69,7 +69,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, IntegralType, StructType
+from pyspark.sql.types import BinaryType, IntegralType, StringType, StructField, StructType
 
 from jobs.errors import WinnowError
 from jobs.stage import Stage, accepted_rows, rejected_rows
@@ -220,8 +220,7 @@ def read_source(
     ``ingest.image_col`` there names the image member's extension (default:
     jpg, jpeg, png, webp in that order).
     """
-    paths = [path] if folders is None else [f"{path.rstrip('/')}/{f}" for f in folders]
-    reader = spark.read if folders is None else spark.read.option("basePath", path)
+    paths, reader = _paths(spark, path, folders)
     if input_format in PARQUET_FORMATS:
         return reader.parquet(*paths)
     if input_format == "img2dataset-parquet":
@@ -237,12 +236,61 @@ def read_source(
             spark, paths, tars, cfg.taisu_captions, cfg.dump, cfg.taisu_split_bytes, cfg.taisu_max_entry_bytes
         )
     if input_format in ("csv", "tsv"):
-        sep = "," if input_format == "csv" else "\t"
-        # multiLine: web captions contain quoted newlines; PERMISSIVE keeps bad lines as nulls.
-        return reader.options(header=True, sep=sep, multiLine=True, escape='"', mode="PERMISSIVE").csv(paths)
+        return _delimited(reader, input_format, paths)
     if input_format == "jsonl":
         return reader.options(mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT).json(paths)
     raise IngestError(f"unknown input format {input_format!r}")
+
+
+def _paths(spark: SparkSession, path: str, folders: list[str] | None) -> tuple[list[str], Any]:
+    """The paths to read and a reader that keeps ``dump`` as a partition column when only some are read."""
+    paths = [path] if folders is None else [f"{path.rstrip('/')}/{f}" for f in folders]
+    return paths, spark.read if folders is None else spark.read.option("basePath", path)
+
+
+def _delimited(reader: Any, input_format: str, paths: list[str]) -> DataFrame:
+    sep = "," if input_format == "csv" else "\t"
+    # multiLine: web captions contain quoted newlines; PERMISSIVE keeps bad lines as nulls.
+    return reader.options(header=True, sep=sep, multiLine=True, escape='"', mode="PERMISSIVE").csv(paths)
+
+
+def source_rows(
+    spark: SparkSession, path: str, input_format: str, cfg: IngestConfig, folders: list[str] | None = None
+) -> int:
+    """How many rows the ingest stage must put out for this source, counted from the source's files
+    apart from the readers that map them (``read_source``, ``with_pair_columns``): a table's rows
+    (twice with ``ingest.recap_both``: a row per caption), a WebDataset's samples from the tars'
+    member headers (one row for an unreadable tar), TaiSu's caption rows per image id."""
+    paths, reader = _paths(spark, path, folders)
+    base = None if folders is None else path
+    if input_format in PARQUET_FORMATS:
+        rows = reader.parquet(*paths).count()  # from the parquet footers
+        return 2 * rows if input_format == "recap" and cfg.recap_both else rows
+    if input_format == "img2dataset-parquet":
+        return reader.option("pathGlobFilter", "*.parquet").parquet(*paths).count()
+    if input_format in ("csv", "tsv"):
+        return _delimited(reader, input_format, paths).count()
+    if input_format == "jsonl":  # one record per line that is not blank
+        return reader.text(paths).where(F.col("value").rlike(r"\S")).count()
+    if input_format == "webdataset":
+        return tar_keys(spark, paths, base).count()
+    if input_format == "taisu":
+        policy, split, entry = cfg.taisu_captions, cfg.taisu_split_bytes, cfg.taisu_max_entry_bytes
+        return taisu.expected_rows(spark, paths, tar_keys(spark, paths, base), policy, cfg.dump, split, entry)
+    raise IngestError(f"unknown input format {input_format!r}")
+
+
+def tar_keys(spark: SparkSession, path: str | list[str], base: str | None = None) -> DataFrame:
+    """(path, key, partition columns) per sample of every ``*.tar`` under ``path``, from the member
+    headers only (``udfs.wds.shard_keys``); a null key for an unreadable tar. The listing is read on
+    the driver (binaryFile without its content), the headers by the executors."""
+    reader = spark.read.format("binaryFile").option("pathGlobFilter", "*.tar")
+    files = (reader if base is None else reader.option("basePath", base)).load(path)
+    partitions = [f for f in files.schema.fields if f.name not in ("path", "modificationTime", "length", "content")]
+    names = [f.name for f in partitions]
+    listing = files.select("path", "length", *names)
+    out = StructType([StructField("path", StringType(), True), StructField("key", StringType(), True), *partitions])
+    return listing.repartition(max(1, spark.sparkContext.defaultParallelism)).mapInArrow(wds.keys_lister(names), out)
 
 
 def read_webdataset(
@@ -441,6 +489,10 @@ class IngestStage(Stage):
         ctx = self.ctx
         files = input_listing(ctx.store, ctx.input_path, ctx.folders)
         return {"input": ctx.input_path, "format": self.input_format, "files": files}
+
+    def rows_read(self) -> int:
+        ctx = self.ctx
+        return source_rows(ctx.spark, ctx.input_path, self.input_format, self.cfg.ingest, ctx.folders)
 
     def annotate(self, frame: DataFrame | None) -> DataFrame:
         ctx = self.ctx

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
@@ -47,7 +46,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 from jobs.errors import WinnowError
 from schemas import reasons
 from schemas.tables import IMAGE_INPUT
-from udfs import taisu
+from udfs import taisu, wds
 
 WEB, GENERATED = "web", "generated"
 # Working columns with_pair_columns reads (jobs.stages.ingest) and drops.
@@ -76,22 +75,6 @@ _ENTRY_ARROW = pa.schema([(f.name, pa.string()) for f in _ENTRY.fields])
 
 class TaiSuError(WinnowError):
     """The TaiSu input cannot be read as laid out; the message says what was expected."""
-
-
-def _local_path(path: str) -> str | None:
-    parsed = urlparse(path)
-    return unquote(parsed.path) if parsed.scheme in ("", "file") else None
-
-
-def open_file(path: str) -> Any:
-    """A seekable binary file for ``path``: Python's open for local paths, pyarrow's file systems else."""
-    local = _local_path(path)
-    if local is not None:
-        return open(local, "rb")
-    from pyarrow import fs
-
-    filesystem, inner = fs.FileSystem.from_uri(path)
-    return filesystem.open_input_file(inner)
 
 
 def _dump_of(path: str) -> str | None:
@@ -131,7 +114,7 @@ def _range_reader(max_entry_bytes: int):
             for r in batch.to_pylist():
                 name = os.path.basename(urlparse(r["path"]).path)
                 entries = taisu.read_file_range(
-                    lambda p=r["path"]: open_file(p), r["size"], r["start"], r["end"], name, max_entry_bytes
+                    lambda p=r["path"]: wds.open_source(p), r["size"], r["start"], r["end"], name, max_entry_bytes
                 )
                 if entries:
                     yield pa.RecordBatch.from_pylist(
@@ -241,3 +224,42 @@ def read_taisu(
         problem_detail.alias(PROBLEM_DETAIL),
     )
     return pairs
+
+
+def expected_rows(
+    spark: SparkSession,
+    path: str | list[str],
+    tar_keys: DataFrame,
+    captions_policy: str,
+    dump: str,
+    split_bytes: int,
+    max_entry_bytes: int,
+) -> int:
+    """The rows ``read_taisu`` makes of this input, counted apart from its join: per (dump, image
+    id), the caption rows of its entries (by ``captions_policy``; 1 when it has none) times its
+    images (1 when it has none), plus one row per unreadable caption region or tar.
+
+    ``tar_keys``: (key, dump) per sample of the tars from their member headers
+    (``jobs.stages.ingest.tar_keys``), a null key for an unreadable tar.
+    """
+    default = F.lit(dump)
+    entries = read_captions(spark, path, split_bytes, max_entry_bytes).withColumn("dump", F.coalesce("dump", default))
+    if captions_policy == "both":
+        given = F.when(F.length("w") > 0, 1).otherwise(0) + F.when(F.length("g") > 0, 1).otherwise(0)
+        per_entry = F.greatest(given, F.lit(1))
+    else:
+        per_entry = F.lit(1)
+    tar_dump = F.col("dump").cast("string") if "dump" in tar_keys.columns else F.lit(None).cast("string")
+    images = tar_keys.select(
+        F.element_at(F.split("key", "/"), -1).alias("image_id"), F.coalesce(tar_dump, default).alias("dump")
+    )
+    # One aggregation over both: a row of no id (an unreadable region or tar) is a group of its own.
+    marked = entries.select("dump", "image_id", per_entry.alias("r"), F.lit(1).alias("entry"), F.lit(0).alias("n"))
+    marked = marked.unionByName(
+        images.select("dump", "image_id", F.lit(0).alias("r"), F.lit(0).alias("entry"), F.lit(1).alias("n"))
+    )
+    group = F.coalesce(F.col("image_id"), F.concat(F.lit("\0"), F.monotonically_increasing_id().cast("string")))
+    per_id = marked.groupBy("dump", group.alias("_id")).agg(
+        (F.when(F.max("entry") == 1, F.sum("r")).otherwise(1) * F.greatest(F.sum("n"), F.lit(1))).alias("rows")
+    )
+    return int(per_id.agg(F.sum("rows")).first()[0] or 0)
