@@ -100,7 +100,8 @@ class ImageStage(Stage):
     sections = {"fetch": FetchConfig, "image": ImageConfig}
     rules = (
         Rule(
-            "http(s) only; the address of every hop must be public, unless in `fetch.allow_networks`",
+            "http(s) only; every address a hop connects to must be public, IPv6 forms of IPv4 addresses "
+            "(NAT64, 6to4, Teredo, mapped) included, unless in `fetch.allow_networks`",
             "winnow",
             ("fetch.allow_networks",),
             reasons.SSRF_REFUSED,
@@ -108,12 +109,12 @@ class ImageStage(Stage):
             "tests/test_fetch.py::test_literal_private_addresses_are_refused_without_traffic",
         ),
         Rule(
-            "one deadline per attempt: resolve + connect + headers + body within `fetch.timeout`",
+            "one deadline per attempt, `fetch.timeout`: DNS, connect, TLS, status line, headers, redirects, body",
             "winnow",
             ("fetch.timeout",),
             reasons.TIMEOUT,
             "udfs/fetch.py:Fetcher._attempt",
-            "tests/test_fetch.py::test_trickle_ends_at_the_total_deadline",
+            "tests/test_fetch.py::test_trickled_status_line_and_headers_end_at_the_deadline",
         ),
         Rule(
             "at most `fetch.max_bytes` bytes, declared or streamed",
