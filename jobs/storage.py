@@ -7,7 +7,8 @@ atomic at the NameNode, on HDFS) and names its holder (host, pid, run id,
 start). Its modification time is the holder's heartbeat, renewed by a thread
 every ``run.lease_timeout / 10``; a second run finds it and stops, naming the
 holder, before touching anything. A lease whose heartbeat is older than
-``run.lease_timeout`` belongs to a killed run and is taken over. Object stores
+``run.lease_timeout``, or whose holder ran on this host and its process is
+gone, belongs to a killed run and is taken over. Object stores
 (S3A, GCS) have neither an exclusive create nor a reliable modification time:
 there the lease only guards against the common overlap (docs/operations.md).
 
@@ -195,6 +196,24 @@ def _local_path(path: str) -> str | None:
     return path if not parsed.scheme or len(parsed.scheme) == 1 else None  # "C:" is a drive
 
 
+def _gone(holder: dict[str, Any]) -> bool:
+    """Whether the holder ran on this host and its process no longer exists (killed, not just slow)."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # another user's process: alive
+    try:  # a killed process its parent has not reaped yet is a zombie: gone too
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 class LeaseHeld(WinnowError):
     """Another run holds the output's lease; the message names it."""
 
@@ -209,6 +228,7 @@ class Lease:
     timeout: float  # seconds without a heartbeat after which a lease is a killed run's
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _beat: threading.Thread | None = field(default=None, repr=False)
+    _made_output: bool = field(default=False, repr=False)
 
     @property
     def path(self) -> str:
@@ -231,9 +251,11 @@ class Lease:
         }
         text = json.dumps(me, indent=1, sort_keys=True) + "\n"
         taken_over = None
+        self._made_output = not self.store.exists(self.output)
         if not self.store.create_new(self.path, text):
             holder, age = self._holder(), self._age()
-            if age is not None and age <= self.timeout:
+            gone = _gone(holder)
+            if age is not None and age <= self.timeout and not gone:
                 raise LeaseHeld(self._describe(holder, age))
             # A killed run's lease; read it again right before deleting it (another run may just have
             # taken it over), then take it as a new holder would.
@@ -242,7 +264,8 @@ class Lease:
             if not self.store.create_new(self.path, text):
                 holder = self._holder()
                 raise LeaseHeld(self._describe(holder, self._age() or 0.0))
-            taken_over = f"took over the lease of {self._who(holder)}, whose heartbeat stopped {age or 0:.0f} s ago"
+            why = "whose process is gone" if gone else f"whose heartbeat stopped {age or 0:.0f} s ago"
+            taken_over = f"took over the lease of {self._who(holder)}, {why}"
             log.warning("%s: %s", self.output, taken_over)
         self._beat = threading.Thread(target=self._heartbeat, name="winnow-lease", daemon=True)
         self._beat.start()
@@ -273,6 +296,8 @@ class Lease:
             self._beat.join(timeout=5)
         if self._holder().get("run_id") == self.run_id:
             self.store.delete(self.path)
+            if self._made_output and not self.store.children(self.output):
+                self.store.delete(self.output)  # a run that stopped before writing leaves no folder
 
     def _who(self, holder: dict[str, Any]) -> str:
         if not holder:

@@ -70,6 +70,17 @@ def test_a_stale_lease_is_taken_over_and_its_old_holder_may_not_commit(store, tm
     new.release()
 
 
+def test_a_lease_of_a_gone_process_on_this_host_is_taken_over_at_once(store, tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    holder = {"run_id": "run-gone", "host": socket.gethostname(), "pid": gone.pid, "started": "then"}
+    (tmp_path / LEASE).write_text(json.dumps(holder))
+    taker = lease(store, tmp_path, "run-next", timeout=600)
+    said = taker.take()
+    assert said is not None and "run run-gone" in said and "process is gone" in said
+    taker.release()
+
+
 def test_an_empty_lease_file_is_judged_by_its_age(store, tmp_path):
     (tmp_path / LEASE).write_text("")  # a holder killed between create and write
     with pytest.raises(LeaseHeld, match="an unknown run"):
@@ -158,10 +169,12 @@ def test_a_second_run_exits_2_naming_the_holder_and_the_first_is_unchanged(spark
 
 
 def test_a_killed_runs_lease_is_taken_over_by_the_next_run(spark, tmp_path, capsys, caplog):
+    """The killed run ran on this host: its process is gone, so its lease is taken over at once
+    (on another host the next run would wait for run.lease_timeout: the unit test above)."""
     with serve() as server:
         pairs = slow_input(tmp_path, server)
         out = tmp_path / "out"
-        killed = start_run(pairs, out, "--set", "run.lease_timeout=3")
+        killed = start_run(pairs, out)
         try:
             wait_for("the lease", (out / LEASE).exists, killed)
             wait_for("a fetch", lambda: server.hits("/sleep", prefix=True), killed)
@@ -169,12 +182,19 @@ def test_a_killed_runs_lease_is_taken_over_by_the_next_run(spark, tmp_path, caps
             os.killpg(killed.pid, signal.SIGKILL)
             killed.wait(timeout=30)
         holder = json.loads((out / LEASE).read_text())
-        assert pipeline.main(["--input", str(pairs), "--output", str(out), *ARGS, "--set", "run.lease_timeout=3"]) == 2
-        assert "is in use by run" in capsys.readouterr().err  # its heartbeat is still fresh
-        time.sleep(3.5)
-        assert pipeline.main(["--input", str(pairs), "--output", str(out), *ARGS, "--set", "run.lease_timeout=3"]) == 0
-        assert any(f"took over the lease of run {holder['run_id']}" in r.getMessage() for r in caplog.records)
+        assert holder["pid"] == killed.pid
+        assert pipeline.main(["--input", str(pairs), "--output", str(out), *ARGS]) == 0
+        took = [r.getMessage() for r in caplog.records if "took over the lease" in r.getMessage()]
+        assert took and f"took over the lease of run {holder['run_id']}" in took[0] and "process is gone" in took[0]
         alone = tmp_path / "alone"
         assert pipeline.main(["--input", str(pairs), "--output", str(alone), *ARGS]) == 0
     assert not (out / LEASE).exists()
     assert rows(spark, out) == rows(spark, alone)
+
+
+def test_a_run_that_stops_before_writing_leaves_no_output_folder(spark, tmp_path, capsys):
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist([{"url": "http://x/1", "caption": "a red bicycle"}]), pairs)
+    out = tmp_path / "never"
+    assert pipeline.main(["--input", str(pairs), "--output", str(out), "--caption-col", "nope"]) == 2
+    assert not out.exists()
