@@ -16,9 +16,12 @@ from schemas import reasons
 pytestmark = pytest.mark.spark
 
 CAPTION = "a wire hanger with a paper cover that reads we heart our customers"
-# The row as published in GRIT-20M (caption, spans and scores from the release's example).
+# GRIT-20M's example row: caption, noun_chunks and ref_exps are the release's values verbatim;
+# key, id, url, size and similarities are made up for the test (the release's example omits them).
+HANGER = [0.019422357885505368, 0.027634161214033764, 0.9593302408854166, 0.969467560450236, 0.67520964]
+COVER = [0.019644069503434333, 0.31054004033406574, 0.9622142865754519, 0.9603442351023356, 0.79298526]
 PUBLISHED = {
-    "key": "000373938",
+    "key": "000000001",
     "clip_similarity_vitb32": 0.353,
     "clip_similarity_vitl14": 0.250,
     "id": 1795296605919,
@@ -26,8 +29,8 @@ PUBLISHED = {
     "caption": CAPTION,
     "width": 1000,
     "height": 1000,
-    "noun_chunks": [[19, 32, 0.0759, 0.4254, 0.9515, 0.9996, 0.7930], [0, 13, 0.0, 0.0, 0.5681, 0.3769, 0.6752]],
-    "ref_exps": [[19, 66, 0.0759, 0.4254, 0.9515, 0.9996, 0.7930], [0, 66, 0.0, 0.0, 0.5681, 0.3769, 0.6752]],
+    "noun_chunks": [[19, 32, *COVER], [0, 13, *HANGER]],
+    "ref_exps": [[19, 66, *COVER], [0, 66, *HANGER]],
 }
 ROWS = [
     PUBLISHED,
@@ -92,8 +95,10 @@ def run(spark, path, out, *sets):
 
 
 def test_refilter_at_the_release_threshold_gives_the_release_back(spark, tmp_path, grit_parquet):
-    accepted, _, _, _ = run(spark, grit_parquet, tmp_path / "o", "run.stages=ground", "ground.grit_input=refilter")
+    # under the defaults: its two boxes overlap at IoU 0.688 and both stay (ground.nms_iou = 0.7)
+    accepted, _, boxes, _ = run(spark, grit_parquet, tmp_path / "o", "run.stages=ground", "ground.grit_input=refilter")
     row = accepted[PUBLISHED["id"]]
+    assert sorted(b["outcome"] for b in boxes if b["id"] == PUBLISHED["id"]) == ["kept", "kept"]
     assert row["noun_chunks"] == [[float(x) for x in e] for e in PUBLISHED["noun_chunks"]]
     assert row["ref_exps"] == [[float(x) for x in e] for e in PUBLISHED["ref_exps"]]
     assert row["source_width"] == 1000 and row["key"] == PUBLISHED["key"]
@@ -104,8 +109,8 @@ def test_refilter_with_a_stricter_threshold(spark, tmp_path, grit_parquet):
         spark, grit_parquet, tmp_path / "o", "run.stages=ground", "ground.grit_input=refilter", "ground.min_score=0.7"
     )
     row = accepted[PUBLISHED["id"]]
-    assert row["noun_chunks"] == [[19.0, 32.0, 0.0759, 0.4254, 0.9515, 0.9996, 0.793]]
-    assert row["ref_exps"] == [[19.0, 66.0, 0.0759, 0.4254, 0.9515, 0.9996, 0.793]]
+    assert row["noun_chunks"] == [[19.0, 32.0, *COVER]]
+    assert row["ref_exps"] == [[19.0, 66.0, *COVER]]
     assert rejected[2]["reason"] == reasons.NO_GROUNDING and "below-score" in rejected[2]["detail"]
     # "the time" is abstract (its last word), "a red clock" kept, the 2-number entry a malformed box
     assert [e[:2] for e in accepted[3]["noun_chunks"]] == [[12.0, 23.0]]

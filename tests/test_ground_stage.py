@@ -85,24 +85,41 @@ def outcome_of(verdicts, score):
     return v["outcome"], v["reason"]
 
 
+# GRIT-20M's example row as published: each noun chunk's box and score (ref_exps carry the same).
+GRIT_HANGER = [0, 13, 0.019422357885505368, 0.027634161214033764, 0.9593302408854166, 0.969467560450236, 0.67520964]
+GRIT_COVER = [19, 32, 0.019644069503434333, 0.31054004033406574, 0.9622142865754519, 0.9603442351023356, 0.79298526]
+
+
 def test_published_grit_example_end_to_end(spark):
-    b1 = box(7, (19, 32), (0.07, 0.42, 0.95, 0.99), 0.79298526)
-    b2 = box(7, (0, 13), (0.0, 0.0, 0.56, 0.37), 0.67520964)
+    # Boxes table rows with the release's coordinates; they overlap at IoU 0.688, both are kept
+    b1 = box(7, (19, 32), tuple(GRIT_COVER[2:6]), GRIT_COVER[6])
+    b2 = box(7, (0, 13), tuple(GRIT_HANGER[2:6]), GRIT_HANGER[6])
     got = ground_run(spark, [pair(7, GRIT_CAPTION, GRIT_SPANS)], [b2, b1], split=True)
     row = got.accepted[7]
-    assert row["noun_chunks"] == [
-        [19.0, 32.0, 0.07, 0.42, 0.95, 0.99, 0.79298526],
-        [0.0, 13.0, 0.0, 0.0, 0.56, 0.37, 0.67520964],
-    ]
+    assert row["noun_chunks"] == [[float(x) for x in GRIT_COVER], [float(x) for x in GRIT_HANGER]]
     assert row["ref_exps"] == [
-        [19.0, 66.0, 0.07, 0.42, 0.95, 0.99, 0.79298526],
-        [0.0, 66.0, 0.0, 0.0, 0.56, 0.37, 0.67520964],
+        [19.0, 66.0, *GRIT_COVER[2:]],
+        [0.0, 66.0, *GRIT_HANGER[2:]],
     ]
     # the COYO / source columns stay, the GRIT columns come last with the release's types
     assert row["clip_similarity_vitb32"] == 0.3 and row["caption"] == GRIT_CAPTION and row["dump"] == "d1"
     assert got.accepted_schema.fieldNames()[-2:] == ["noun_chunks", "ref_exps"]
     assertSchemaEqual(got.accepted_schema[-2:], type(got.accepted_schema)(GRIT_COLUMNS))
     assert {(v["outcome"], v["reason"], v["dump"]) for v in got.boxes} == {("kept", None, "d1")}
+
+
+def test_published_grit_boxes_from_a_boxes_table_file(spark, tmp_path):
+    # the same row with its boxes written as a Boxes table (parquet) and read the way ground.boxes is
+    names = ["id", "start", "end", "x_min", "y_min", "x_max", "y_max", "score"]
+    rows = [dict(zip(names, [7, *entry], strict=True)) for entry in (GRIT_HANGER, GRIT_COVER)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "boxes.parquet")
+    pairs = spark.createDataFrame([pair(7, GRIT_CAPTION, GRIT_SPANS)], PAIRS)
+    annotated, verdicts = with_ground_verdicts(pairs, read_boxes(spark, str(tmp_path / "boxes.parquet")), GroundConfig())
+    (row,) = annotated.collect()
+    assert row["reason"] is None
+    assert row["noun_chunks"] == [[float(x) for x in GRIT_COVER], [float(x) for x in GRIT_HANGER]]
+    assert row["ref_exps"] == [[19.0, 66.0, *GRIT_COVER[2:]], [0.0, 66.0, *GRIT_HANGER[2:]]]
+    assert sorted(v["outcome"] for v in verdicts.collect()) == ["kept", "kept"]
 
 
 def test_score_threshold_is_strictly_above_065(spark):

@@ -176,7 +176,7 @@ def test_nms_suppresses_across_different_chunks() -> None:
 
 
 def test_nms_iou_threshold_boundary() -> None:
-    # IoU exactly 0.5 (binary fractions, no rounding) is kept; just above it is suppressed.
+    # IoU exactly 0.5 (binary fractions, no rounding) is kept at 0.5; just above it is suppressed.
     at = [box(0, 5, 0.9, (0.0, 0.0, 1.0, 1.0)), box(10, 15, 0.8, (0.0, 0.0, 0.5, 1.0))]
     above = [box(0, 5, 0.9, (0.0, 0.0, 1.0, 1.0)), box(10, 15, 0.8, (0.0, 0.0, 0.5 + 1e-6, 1.0))]
     assert iou(at[0][2:6], at[1][2:6]) == 0.5
@@ -185,10 +185,46 @@ def test_nms_iou_threshold_boundary() -> None:
     assert nms(at, 0.5) == [0, 1]
     assert nms(above, 0.5) == [0]
     chunks, refs = [chunk(0, 5), chunk(10, 15)], [ref(0, 5), ref(10, 15)]
-    assert len(ground(15, chunks, refs, at, DEFAULT).noun_chunks) == 2
-    assert len(ground(15, chunks, refs, above, DEFAULT).noun_chunks) == 1
+    assert len(ground(15, chunks, refs, at, GroundConfig(nms_iou=0.5)).noun_chunks) == 2
+    assert len(ground(15, chunks, refs, above, GroundConfig(nms_iou=0.5)).noun_chunks) == 1
     # configurable: a lower threshold suppresses the IoU-0.5 pair
     assert len(ground(15, chunks, refs, at, GroundConfig(nms_iou=0.4)).noun_chunks) == 1
+
+
+def test_default_nms_iou_boundary_is_07() -> None:
+    # the default keeps a pair overlapping at exactly 0.7 and suppresses one just above it
+    at = [box(0, 5, 0.9, (0.0, 0.0, 1.0, 1.0)), box(10, 15, 0.8, (0.0, 0.0, 0.7, 1.0))]
+    above = [box(0, 5, 0.9, (0.0, 0.0, 1.0, 1.0)), box(10, 15, 0.8, (0.0, 0.0, 0.7 + 1e-6, 1.0))]
+    assert iou(at[0][2:6], at[1][2:6]) == DEFAULT.nms_iou == 0.7
+    assert iou(above[0][2:6], above[1][2:6]) > 0.7
+    chunks, refs = [chunk(0, 5), chunk(10, 15)], [ref(0, 5), ref(10, 15)]
+    assert len(ground(15, chunks, refs, at, DEFAULT).noun_chunks) == 2
+    assert len(ground(15, chunks, refs, above, DEFAULT).noun_chunks) == 1
+
+
+# GRIT-20M's example row, as published: caption, and each noun chunk with its box and score.
+GRIT_CAPTION = "a wire hanger with a paper cover that reads we heart our customers"
+GRIT_BOXES = [
+    [19, 32, 0.019644069503434333, 0.31054004033406574, 0.9622142865754519, 0.9603442351023356, 0.79298526],
+    [0, 13, 0.019422357885505368, 0.027634161214033764, 0.9593302408854166, 0.969467560450236, 0.67520964],
+]
+
+
+def test_the_published_grit_row_keeps_both_boxes_under_the_default() -> None:
+    # its two boxes overlap at IoU 0.688: the release's cross-chunk threshold is above that
+    overlap = iou(GRIT_BOXES[0][2:6], GRIT_BOXES[1][2:6])
+    assert overlap == pytest.approx(0.688, abs=5e-4)
+    chunks = [chunk(0, 13, "hanger"), chunk(19, 32, "cover")]
+    refs = [ref(0, 66), ref(19, 66)]
+    boxes = [tuple(b) for b in reversed(GRIT_BOXES)]
+
+    result = ground(len(GRIT_CAPTION), chunks, refs, boxes, DEFAULT)
+
+    assert result.noun_chunks == GRIT_BOXES
+    assert result.ref_exps == [[19, 66, *GRIT_BOXES[0][2:]], [0, 66, *GRIT_BOXES[1][2:]]]
+    assert result.suppressed == 0
+    # the detectors' usual 0.5 would lose the release's second box
+    assert ground(len(GRIT_CAPTION), chunks, refs, boxes, GroundConfig(nms_iou=0.5)).noun_chunks == GRIT_BOXES[:1]
 
 
 def test_nms_order_and_ties_are_deterministic() -> None:
@@ -415,7 +451,7 @@ def test_check_box_good_box_passes() -> None:
 
 
 def test_rules_defaults_and_validation() -> None:
-    assert (DEFAULT.min_score, DEFAULT.nms_iou, DEFAULT.drop_contained) == (0.65, 0.5, False)
+    assert (DEFAULT.min_score, DEFAULT.nms_iou, DEFAULT.drop_contained) == (0.65, 0.7, False)
     assert "pursuit" in DEFAULT.abstract_nouns and len(DEFAULT.abstract_nouns) == 14
     assert [key for key, _ in GroundConfig(min_score=1.5).problems()] == ["min_score"]
     assert [key for key, _ in GroundConfig(nms_iou=-0.1).problems()] == ["nms_iou"]
