@@ -8,7 +8,7 @@ keep-alive, listen backlog 1024) and counts the requests, so each run is
 checked to have fetched every image exactly once. Both sides read the same
 URL list (parquet: id, url, caption, dump) and run on the same 2 cores:
 
-- winnow: ``jobs.stages.image.with_image_verdicts(pairs, cfg.fetch, cfg.image)`` on
+- winnow: ``jobs.stages.image.with_image_verdicts(pairs, cfg.fetch, cfg.image, cfg.score.max_nsfw_score)`` on
   ONE ``local[2]`` session (started once; its start-up is reported apart),
   config ``fetch.allow_networks=127.0.0.1/32``, read from the URL list and
   written to parquet, in each ``--variants`` configuration, every one in every
@@ -456,7 +456,8 @@ def run_winnow(spark: Any, cfg: Any, url_list: Path, output: Path) -> float:
 
     started = time.perf_counter()
     pairs = spark.read.parquet(str(url_list))
-    with_image_verdicts(pairs, cfg.fetch, cfg.image).write.mode("overwrite").parquet(str(output))
+    verdicts = with_image_verdicts(pairs, cfg.fetch, cfg.image, cfg.score.max_nsfw_score)
+    verdicts.write.mode("overwrite").parquet(str(output))
     return time.perf_counter() - started
 
 

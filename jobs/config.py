@@ -113,8 +113,17 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: expected {name}, got {type(value).__name__} {value!r}")
 
 
+# Keys that moved: an old config that sets one gets told where it went, not just "unknown".
+MOVED = {
+    "image.max_nsfw_score": "moved to score.max_nsfw_score (one NSFW rule; the image stage applies it before fetching)",
+    "image.nsfw_score_columns": "removed: every nsfw_score_* column of the input is checked (score.max_nsfw_score)",
+}
+
+
 def _key_type(section: str, key: str) -> Any:
     """The type of ``section.key``, or a ConfigError naming what is known."""
+    if f"{section}.{key}" in MOVED:
+        raise ConfigError(f"{section}.{key}: {MOVED[f'{section}.{key}']}")
     known = sections()
     if section not in known:
         raise ConfigError(f"unknown config section [{section}] (known: {', '.join(sorted(known))})")

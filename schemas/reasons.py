@@ -64,7 +64,6 @@ TRUNCATED = "truncated"  # the body ended before its Content-Length, or the conn
 ROBOTS_OPTOUT = "robots-optout"  # X-Robots-Tag: noai / noimageai (fetch.robots_optout_tokens)
 
 # image: COYO image-level rules, in the order they are applied
-NSFW_SCORE = "image-nsfw-score"  # an NSFW score column >= image.max_nsfw_score (checked before fetching)
 FILE_TOO_SMALL = "image-file-too-small"  # fewer than image.min_bytes bytes
 UNDECODABLE = "image-undecodable"  # Pillow cannot identify or fully decode it
 TOO_MANY_PIXELS = "image-too-many-pixels"  # width x height above image.max_pixels (decompression bomb)
@@ -74,9 +73,11 @@ IMAGE_ERROR = "image-error"  # an unexpected error while handling this row; deta
 
 # score: model scores over the kept images (udfs.scorers), in the order they are applied
 SCORE_FAILED = "score-failed"  # no or undecodable image bytes, a scorer raised on the row, or NaN; detail says why
-SCORE_NSFW = "score-nsfw"  # an nsfw_score_* column >= score.max_nsfw_score
-SCORE_LOW_SIMILARITY = "score-low-similarity"  # clip similarity < score.min_similarity
-SCORE_BELOW_QUANTILE = "score-below-quantile"  # clip similarity below the top score.top_fraction (DataComp)
+SCORE_NSFW = "score-nsfw"  # an nsfw_score_* column >= score.max_nsfw_score (the image stage checks the input's first)
+SCORE_WATERMARK = "score-watermark"  # the watermark column >= score.max_watermark
+SCORE_LOW_AESTHETIC = "score-low-aesthetic"  # the aesthetic column < score.min_aesthetic
+SCORE_LOW_SIMILARITY = "score-low-similarity"  # the similarity column < score.min_similarity
+SCORE_BELOW_QUANTILE = "score-below-quantile"  # the similarity column below the top score.top_fraction (DataComp)
 
 # dedup, in the order they are applied
 PHASH_INVALID = "phash-invalid"  # no pHash, or not 16 hex digits (a source's own column)
@@ -134,7 +135,7 @@ FETCH_REASONS = (
     ROBOTS_OPTOUT,
 )
 IMAGE_RULE_REASONS = (
-    NSFW_SCORE,
+    SCORE_NSFW,  # the input's own NSFW scores, before fetching (the score stage's rule, udfs.score_filters)
     FILE_TOO_SMALL,
     UNDECODABLE,
     TOO_MANY_PIXELS,
@@ -156,7 +157,14 @@ REASONS = {
         NO_NOUN,
     ),
     IMAGE: FETCH_REASONS + IMAGE_RULE_REASONS,
-    SCORE: (SCORE_FAILED, SCORE_NSFW, SCORE_LOW_SIMILARITY, SCORE_BELOW_QUANTILE),
+    SCORE: (
+        SCORE_FAILED,
+        SCORE_NSFW,
+        SCORE_WATERMARK,
+        SCORE_LOW_AESTHETIC,
+        SCORE_LOW_SIMILARITY,
+        SCORE_BELOW_QUANTILE,
+    ),
     DEDUP: (PHASH_INVALID, EVAL_OVERLAP, DUPLICATE_PAIR, HISTORY_DUPLICATE, NEAR_DUPLICATE),
     GROUND: (NO_GROUNDING, GROUND_ERROR),
 }

@@ -66,7 +66,7 @@ def test_to_dict_has_every_section() -> None:
     assert d["dedup"]["blocklist_distance"] == 0 and d["dedup"]["pair_dedup"] and not d["dedup"]["near_duplicates"]
     # the COYO image rules and a fetcher that refuses private addresses by default
     assert (d["image"]["min_bytes"], d["image"]["min_side"], d["image"]["max_aspect_ratio"]) == (5120, 200, 3.0)
-    assert d["image"]["max_nsfw_score"] == 0.5 and d["image"]["phash"] == "exact"
+    assert d["score"]["max_nsfw_score"] == 0.5 and d["image"]["phash"] == "exact"
     assert d["fetch"]["allow_networks"] == [] and d["fetch"]["allow_file_urls"] is False
     assert d["fetch"]["robots_optout_tokens"] == ["noai", "noimageai"]
 
@@ -257,7 +257,9 @@ def test_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> No
         (["image.max_aspect_ratio=0.5"], "image.max_aspect_ratio"),
         (["image.min_side=0"], "image.min_side"),
         (["image.max_pixels=0"], "image.max_pixels"),
-        (["image.max_nsfw_score=1.5"], "image.max_nsfw_score"),
+        (["score.max_nsfw_score=1.5"], "score.max_nsfw_score"),
+        (["image.max_nsfw_score=0.4"], "image.max_nsfw_score"),  # moved to score.max_nsfw_score
+        (["image.nsfw_score_columns=a"], "image.nsfw_score_columns"),
         (["image.phash=dhash"], "image.phash"),
         (["image.image_size=0"], "image.image_size"),
         (["image.resize_mode=border"], "image.resize_mode"),
@@ -321,7 +323,7 @@ def test_existing_nsfw_word_list_is_accepted(tmp_path: Path) -> None:
         ['fetch.allow_networks=["127.0.0.1/32", "::1/128", "10.1.2.0/24"]'],
         ["fetch.max_redirects=0", "fetch.retries=0", "fetch.backoff=0", "fetch.max_retry_after=0"],
         ["fetch.robots_optout_tokens=[]"],
-        ["image.max_aspect_ratio=1.0", "image.min_bytes=0", "image.min_side=1", "image.max_nsfw_score=1"],
+        ["image.max_aspect_ratio=1.0", "image.min_bytes=0", "image.min_side=1", "score.max_nsfw_score=1"],
         ["image.phash=fast", "image.keep_bytes=true", "image.resize_mode=center_crop", "image.encode_quality=100"],
         ["image.resize_mode=no", "image.resize_only_if_bigger=true", "image.batch_size=1", "image.partitions=1"],
     ],
@@ -451,6 +453,11 @@ def test_set_string_key_keeps_the_text_as_typed() -> None:
     assert load_config(sets=["ingest.dump=2024-01-01"]).ingest.dump == "2024-01-01"
     assert load_config(sets=['ingest.dump="quoted"']).ingest.dump == "quoted"
     assert load_config(sets=["text.language=zh-Latn"]).text.language == "zh-Latn"
+
+
+def test_a_moved_key_says_where_it_went() -> None:
+    assert "moved to score.max_nsfw_score" in config_error(sets=["image.max_nsfw_score=0.4"])
+    assert "every nsfw_score_* column" in config_error(overrides={"image.nsfw_score_columns": ["a"]})
 
 
 def test_list_type_error_says_list_of_strings() -> None:

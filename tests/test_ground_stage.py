@@ -114,7 +114,9 @@ def test_published_grit_boxes_from_a_boxes_table_file(spark, tmp_path):
     rows = [dict(zip(names, [7, *entry], strict=True)) for entry in (GRIT_HANGER, GRIT_COVER)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "boxes.parquet")
     pairs = spark.createDataFrame([pair(7, GRIT_CAPTION, GRIT_SPANS)], PAIRS)
-    annotated, verdicts = with_ground_verdicts(pairs, read_boxes(spark, str(tmp_path / "boxes.parquet")), GroundConfig())
+    annotated, verdicts = with_ground_verdicts(
+        pairs, read_boxes(spark, str(tmp_path / "boxes.parquet")), GroundConfig()
+    )
     (row,) = annotated.collect()
     assert row["reason"] is None
     assert row["noun_chunks"] == [[float(x) for x in GRIT_COVER], [float(x) for x in GRIT_HANGER]]

@@ -136,7 +136,7 @@ def run(spark, server, canary):
     rows = [(i, urls[name], f"caption {name}", "d1", name) for i, name in enumerate(CASES)]
     pairs = spark.createDataFrame(rows, INPUT).repartition(3)
     cfg = load_config(sets=SETS)
-    annotated = with_image_verdicts(pairs, cfg.fetch, cfg.image).cache()
+    annotated = with_image_verdicts(pairs, cfg.fetch, cfg.image, cfg.score.max_nsfw_score).cache()
     by_note = {r["source_note"]: r.asDict() for r in annotated.collect()}
     accepted, rejected = split_image(annotated, pairs.columns)
     yield {
@@ -233,7 +233,7 @@ def test_nsfw_scores_reject_without_fetching(spark, server):
     rows = [(i, urls[n], f"caption {n}", "d1", n, s) for i, (n, s) in enumerate(scores.items())]
     pairs = spark.createDataFrame(rows, schema)
     cfg = load_config(sets=SETS)
-    annotated = with_image_verdicts(pairs, cfg.fetch, cfg.image).cache()
+    annotated = with_image_verdicts(pairs, cfg.fetch, cfg.image, cfg.score.max_nsfw_score).cache()
     got = {r["source_note"]: r for r in annotated.collect()}
     accepted, rejected = split_image(annotated, pairs.columns)
     assert accepted.count() + rejected.count() == len(rows)
@@ -241,7 +241,7 @@ def test_nsfw_scores_reject_without_fetching(spark, server):
     annotated.unpersist()
 
     for name in ("high", "threshold", "nan"):
-        assert got[name]["reason"] == reasons.NSFW_SCORE, name
+        assert got[name]["reason"] == reasons.SCORE_NSFW, name
         assert "nsfw_score_gantman" in got[name]["detail"]
         assert got[name]["width"] is None
         assert server.count(urls[name]) == 0, f"{name}: fetched although its NSFW score rejects it"
@@ -255,9 +255,10 @@ def test_nsfw_threshold_follows_the_config(spark, server):
     schema = StructType(INPUT.fields + [StructField("nsfw_score_opennsfw2", DoubleType())])
     k = uuid.uuid4().hex[:12]
     rows = [(1, server.url("/img/good.jpg", k=k), "c", "d1", "x", 0.3)]
-    cfg = load_config(sets=SETS + ["image.max_nsfw_score=0.25"])
-    (row,) = with_image_verdicts(spark.createDataFrame(rows, schema), cfg.fetch, cfg.image).collect()
-    assert row["reason"] == reasons.NSFW_SCORE
+    cfg = load_config(sets=SETS + ["score.max_nsfw_score=0.25"])
+    pairs = spark.createDataFrame(rows, schema)
+    (row,) = with_image_verdicts(pairs, cfg.fetch, cfg.image, cfg.score.max_nsfw_score).collect()
+    assert row["reason"] == reasons.SCORE_NSFW
     assert server.count(server.url("/img/good.jpg", k=k)) == 0
 
 
@@ -280,7 +281,7 @@ def test_keep_bytes_gives_a_resized_jpeg(spark, server):
     ]
     pairs = spark.createDataFrame(rows, INPUT)
     cfg = load_config(sets=SETS + ["image.keep_bytes=true", "image.resize_mode=keep_ratio", "image.image_size=256"])
-    annotated = with_image_verdicts(pairs, cfg.fetch, cfg.image).cache()
+    annotated = with_image_verdicts(pairs, cfg.fetch, cfg.image, cfg.score.max_nsfw_score).cache()
     accepted, rejected = split_image(annotated, pairs.columns)
     assert accepted.columns == pairs.columns + [f.name for f in IMAGE_MEASURES] + ["image"]
     got = {r["source_note"]: r for r in accepted.collect()}

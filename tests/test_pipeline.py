@@ -113,7 +113,7 @@ DEMO_FUNNEL = {
             "image-aspect-ratio": 10,
             "image-file-too-small": 10,
             "image-low-resolution": 10,
-            "image-nsfw-score": 10,
+            "score-nsfw": 10,
             "image-undecodable": 10,
             "robots-optout": 10,
             "ssrf-refused": 10,
@@ -163,7 +163,7 @@ def test_demo_reports_every_rule(spark, demo):
         reasons.FILE_TOO_SMALL,
         reasons.ROBOTS_OPTOUT,
         reasons.SSRF_REFUSED,
-        reasons.NSFW_SCORE,
+        reasons.SCORE_NSFW,
         reasons.DUPLICATE_PAIR,
         reasons.EVAL_OVERLAP,
     }

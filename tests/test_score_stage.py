@@ -39,6 +39,7 @@ from jobs.stages.score import (
     scorer_specs,
     similarity_cutoff,
     split_score,
+    with_rule_columns,
     with_score_verdicts,
     with_scores,
 )
@@ -150,7 +151,7 @@ def model_sets(m: Models, name: str = "t") -> list[str]:
 def run_stage(spark: Any, pairs: Any, sets: list[str]) -> dict[str, Any]:
     """What jobs.pipeline does for the score stage, collected."""
     cfg = load_config(sets=sets).score
-    scoring = prepare_scorers(spark, cfg)
+    scoring = with_rule_columns(prepare_scorers(spark, cfg), cfg, pairs.columns)
     scored = with_scores(pairs, scoring, cfg).persist()
     try:
         with session_conf(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_size)}):

@@ -68,10 +68,6 @@ class ImageConfig:
     max_pixels: int = 89_478_485
     """Refused from the header, before decoding: width x height above this is a decompression bomb
     (Pillow's own MAX_IMAGE_PIXELS)."""
-    nsfw_score_columns: tuple[str, ...] = ("nsfw_score_opennsfw2", "nsfw_score_gantman")
-    """Input columns with NSFW model scores (COYO's), checked before fetching when the input has them."""
-    max_nsfw_score: float = 0.5
-    """COYO drops a row whose NSFW score is at or above this."""
     phash: str = "exact"
     """exact: str(imagehash.phash(image)); fast: a JPEG draft decode first (a few hashes differ)."""
     keep_bytes: bool = False
@@ -99,8 +95,6 @@ class ImageConfig:
             yield "min_side", "must be at least 1"
         if self.max_pixels < 1:
             yield "max_pixels", "must be at least 1"
-        if not 0.0 <= self.max_nsfw_score <= 1.0:
-            yield "max_nsfw_score", "must be within [0, 1]"
         if self.phash not in PHASH_MODES:
             yield "phash", f"{self.phash!r} is not one of {', '.join(PHASH_MODES)}"
         if self.image_size < 1:

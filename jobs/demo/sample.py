@@ -60,7 +60,7 @@ BAD_IMAGES = (
     "image-file-too-small",  # a 240 x 240 JPEG of one flat colour: about 2 KB
     "robots-optout",  # served with X-Robots-Tag: noai
     "ssrf-refused",  # a URL on 127.0.0.2, which the demo does not allow
-    "image-nsfw-score",  # nsfw_score_gantman = 0.93: never fetched
+    "score-nsfw",  # nsfw_score_gantman = 0.93: never fetched (the NSFW rule, before fetching)
 )
 # Their captions: plain English that every text rule keeps (CLD3 is sure of each), so
 # the row reaches the image stage; each appears at most text.max_occurrences times (copies), never too often.
@@ -229,7 +229,7 @@ def sample_rows(n: int, seed: int = 0, base_url: str = "http://127.0.0.1:8765") 
     _plant_duplicates(rows, copies)
     for i, row in enumerate(rows):
         row["key"] = f"{i:06d}"
-        row["nsfw_score_gantman"] = 0.93 if row.get("image") == "image-nsfw-score" else round(rnd.uniform(0, 0.3), 3)
+        row["nsfw_score_gantman"] = 0.93 if row.get("image") == "score-nsfw" else round(rnd.uniform(0, 0.3), 3)
         if row["url"] is None:
             continue
         name = f"{i:06d}.jpg"

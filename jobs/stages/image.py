@@ -15,8 +15,9 @@ Where the bytes come from: the ``url`` column, fetched over HTTP(S) by
 ``fetch.allow_file_urls`` allow it), or the ``image_input`` column that the
 img2dataset input formats fill, in which case nothing is fetched.
 
-NSFW score columns already in the input (``image.nsfw_score_columns``) are
-compared in SQL first, so rows COYO would drop for them are never fetched.
+NSFW score columns already in the input (every ``nsfw_score_*`` column) meet
+COYO's NSFW rule (``score.max_nsfw_score``, reason ``score-nsfw``; the one rule
+of ``udfs.score_filters``) in SQL first, so rows COYO drops are never fetched.
 The rows are then spread over ``image.partitions`` tasks (3 per core by
 default: fetching is I/O bound) and each task runs one ``mapInArrow`` over a
 thread pool (``fetch.threads``, at most ``fetch.max_per_host`` per host).
@@ -26,46 +27,27 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import StructField, StructType
 
 from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
-from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_VERDICT, col_ref
+from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_VERDICT
 from udfs.fetch import FetchConfig
 from udfs.image import ImageConfig
 from udfs.image_udfs import image_mapper
+from udfs.score_filters import nsfw_rules, with_rule_reasons
 
 STAGE = reasons.IMAGE
 
 
-def with_nsfw_score_reasons(pairs: DataFrame, image: ImageConfig) -> DataFrame:
-    """Add ``reason`` / ``detail`` for rows whose NSFW score columns reach ``image.max_nsfw_score``.
+def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig, max_nsfw_score: float) -> DataFrame:
+    """Every input row once, with ``reason`` (null = accepted), ``detail`` and the image columns.
 
-    Only the configured columns the input has are checked; a null score is no
-    score (not a reject), NaN counts as above every threshold (Spark orders NaN last).
+    The input's ``nsfw_score_*`` columns meet COYO's NSFW rule (``score.max_nsfw_score``,
+    ``udfs.score_filters``) first: the rows it rejects are never fetched.
     """
-    present = [c for c in image.nsfw_score_columns if c in pairs.columns]
-    if not present:
-        return pairs.withColumn("reason", F.lit(None).cast(StringType())).withColumn(
-            "detail", F.lit(None).cast(StringType())
-        )
-    hits = [
-        F.when(
-            col_ref(c).cast("double") >= F.lit(image.max_nsfw_score),
-            F.concat(F.lit(f"{c}="), col_ref(c).cast("string")),
-        )
-        for c in present
-    ]
-    detail = F.coalesce(*hits)
-    return pairs.withColumn("reason", F.when(detail.isNotNull(), F.lit(reasons.NSFW_SCORE))).withColumn(
-        "detail", detail
-    )
-
-
-def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig) -> DataFrame:
-    """Every input row once, with ``reason`` (null = accepted), ``detail`` and the image columns."""
     from_bytes = IMAGE_INPUT in pairs.columns
-    scored = with_nsfw_score_reasons(pairs, image)
+    scored = with_rule_reasons(pairs, nsfw_rules(pairs.columns, max_nsfw_score))
     to_check = scored.filter(F.col("reason").isNull()).drop("reason", "detail")
     partitions = image.partitions or 3 * pairs.sparkSession.sparkContext.defaultParallelism
     # Hash of the id: deterministic, and a crawl's URLs of one host spread over all tasks.
@@ -149,14 +131,6 @@ class ImageStage(Stage):
             "tests/test_fetch.py::test_robots_optout",
         ),
         Rule(
-            "NSFW score columns below `image.max_nsfw_score` (checked before fetching)",
-            "COYO-700M",
-            ("image.nsfw_score_columns", "image.max_nsfw_score"),
-            reasons.NSFW_SCORE,
-            "jobs/stages/image.py:with_nsfw_score_reasons",
-            "tests/test_image_stage.py::test_nsfw_scores_reject_without_fetching",
-        ),
-        Rule(
             "at least `image.min_bytes` bytes (COYO: 5 KB, read as KiB)",
             "COYO-700M",
             ("image.min_bytes",),
@@ -212,7 +186,7 @@ class ImageStage(Stage):
         return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(self.cfg.image.batch_size)}
 
     def annotate(self, frame: DataFrame | None) -> DataFrame:
-        return with_image_verdicts(frame, self.cfg.fetch, self.cfg.image)
+        return with_image_verdicts(frame, self.cfg.fetch, self.cfg.image, self.cfg.score.max_nsfw_score)
 
     def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
         return split_image(annotated, frame.columns)

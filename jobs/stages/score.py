@@ -1,20 +1,30 @@
-"""Score stage: model scores over the kept images (CLIP similarity, NSFW, aesthetic, watermark), then filters.
+"""Score stage: rules on image-text scores (CLIP similarity, NSFW, aesthetic, watermark), from models or the input.
 
-Reads the image stage's accepted pairs, which carry the resized JPEG in
-``image`` (``image.keep_bytes = true``; the config refuses the stage
-without it). Writes the same rows with one float column per score
+The scores come from models (``udfs.scorers``) over the image stage's kept
+images (``image.keep_bytes = true``; the config refuses models without it),
+or from the input's own columns (COYO ships ``clip_similarity_vitb32``,
+``nsfw_score_*``, ``aesthetic_score_laion_v2``, ``watermark_score``; LAION
+``similarity``). Without a model the stage needs no image stage and fetches
+nothing: ``--stages text,score --set score.similarity_column=clip_similarity_vitb32
+--set score.min_similarity=0.28``. A model writes one float column per score
 (``clip_similarity_<name>``, ``nsfw_score_<name>``, ``aesthetic_score_<name>``,
-``watermark_score``, or a plug-in's columns; a source column of the same name
-is carried as ``source_<name>``), or a reject:
+``watermark_score``, or a plug-in's columns; an input column of the same name
+is carried as ``source_<name>``). The rules (``udfs.score_filters``), in order,
+each row getting the first it fails:
 
 - ``score-failed``: no or undecodable image bytes, a scorer raised on the
   row, or a NaN / infinite score (``detail`` says which);
-- ``score-nsfw``: an ``nsfw_score_*`` column at or above ``score.max_nsfw_score`` (COYO's rule);
+- ``score-nsfw``: an ``nsfw_score_*`` column at or above ``score.max_nsfw_score`` (COYO's rule;
+  the image stage applies the same rule to the input's columns before fetching);
+- ``score-watermark``: the watermark column at or above ``score.max_watermark`` (off by default);
+- ``score-low-aesthetic``: the aesthetic column below ``score.min_aesthetic`` (off by default);
 - ``score-low-similarity``: similarity below ``score.min_similarity`` (LAION-5B's rule; off by default);
 - ``score-below-quantile``: similarity below the ``1 - score.top_fraction``
   quantile over all scored rows of the run (DataComp's "top p%"), from
   ``DataFrame.approxQuantile`` with ``score.quantile_relative_error``; the
   cut-off is computed once per run, and reported in funnel.json.
+
+A null score is no score (no rule rejects it); NaN fails every rule.
 
 ``ScoreConfig`` is the stage's ``[score]`` config section.
 
@@ -33,6 +43,7 @@ as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -41,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 
@@ -50,6 +61,7 @@ from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, col_ref
 from udfs import scorers
+from udfs.score_filters import ScoreRule, nsfw_columns, nsfw_rules, with_rule_reasons
 from udfs.scorers import (
     ModelFile,
     OnnxClassifierSpec,
@@ -127,7 +139,8 @@ class ScoreConfig:
     gpu_discovery_script: str = ""
     """The GPU executors' discovery script (Spark's getGpusResources.sh)."""
     max_nsfw_score: float = 0.5
-    """COYO drops a row whose nsfw_score_* is at or above this (every nsfw_score_* column)."""
+    """COYO drops a row whose NSFW score is at or above this: every nsfw_score_* column, the input's
+    (checked by the image stage before fetching) and the models'."""
     min_similarity: float = -1.0
     """Drop rows whose similarity is below this (LAION-5B English: 0.28 with ViT-B/32); -1 = off."""
     top_fraction: float = 1.0
@@ -135,7 +148,17 @@ class ScoreConfig:
     quantile_relative_error: float = 0.001
     """approxQuantile's relative error for the top_fraction cut-off."""
     similarity_column: str = ""
-    """The similarity column the filters read; "" = the CLIP scorer's (or the only clip_similarity_*)."""
+    """The similarity column the filters read: a model's or the input's (COYO's clip_similarity_vitb32,
+    LAION's similarity); "" = the CLIP scorer's, else the input's only clip_similarity_* column."""
+    min_aesthetic: float = 0.0
+    """Drop rows whose aesthetic score is below this (LAION-Aesthetics: 4.5, 5, 6 on its 1-10 scale); 0 = off."""
+    aesthetic_column: str = ""
+    """The aesthetic column min_aesthetic reads; "" = the aesthetic model's, else the input's only
+    aesthetic_score_* column (COYO: aesthetic_score_laion_v2)."""
+    max_watermark: float = 1.0
+    """Drop rows whose watermark probability is at or above this (LAION-5B: 0.8); 1 = off."""
+    watermark_column: str = "watermark_score"
+    """The watermark column max_watermark reads (COYO's and the watermark model's name)."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, why) of every impossible value."""
@@ -199,19 +222,37 @@ class ScoreConfig:
             yield "top_fraction", "must be within (0, 1] (1 = off)"
         if not 0.0 <= self.quantile_relative_error <= 1.0:
             yield "quantile_relative_error", "must be within [0, 1]"
-        if self.similarity_column and re.fullmatch(r"clip_similarity_[a-z0-9_]+", self.similarity_column) is None:
-            yield "similarity_column", f"{self.similarity_column!r} is not a clip_similarity_<name> column"
+        if not 0.0 <= self.min_aesthetic <= 10.0:
+            yield "min_aesthetic", "must be within [0, 10] (0 = off; aesthetic predictors score 1 to 10)"
+        if not 0.0 <= self.max_watermark <= 1.0:
+            yield "max_watermark", "must be within [0, 1] (1 = off)"
+        for key in ("similarity_column", "aesthetic_column", "watermark_column"):
+            value = getattr(self, key)
+            if value and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) is None:
+                yield key, f"{value!r} is not a column name (letters, digits, _)"
+        if not self.watermark_column:
+            yield "watermark_column", "must name a column"
+
+    @property
+    def has_models(self) -> bool:
+        """Whether a model or plug-in scores the images (else the rules read the input's columns only)."""
+        models = (self.clip_image_model, self.open_clip_model, self.nsfw_model, self.aesthetic_model)
+        return any((*models, self.watermark_model, self.plugin))
 
 
 @dataclass(frozen=True)
 class Scoring:
-    """What the driver resolved before reading data: the specs, their columns, the similarity column."""
+    """What the driver resolved before reading data: the specs, their columns, and the columns the
+    rules read (set from the pairs' columns by ``with_rule_columns``)."""
 
     specs: tuple[ScorerSpec, ...]
     columns: tuple[str, ...]
-    similarity_column: str | None
     batch_size: int
     gpu: bool
+    similarity_column: str | None = None
+    aesthetic_column: str | None = None
+    watermark_column: str | None = None
+    nsfw_columns: tuple[str, ...] = ()
 
 
 def scorer_specs(cfg: ScoreConfig) -> tuple[ScorerSpec, ...]:
@@ -290,17 +331,56 @@ def prepare_scorers(spark: SparkSession, cfg: ScoreConfig) -> Scoring:
     duplicated = sorted({c for c in columns if columns.count(c) > 1})
     if duplicated:
         raise ScoreError(f"score: more than one scorer writes {', '.join(duplicated)}")
-    similarity = cfg.similarity_column or None
-    if similarity is None:
-        found = [c for c in columns if c.startswith("clip_similarity_")]
-        similarity = found[0] if len(found) == 1 else None
-    filtering = cfg.min_similarity > -1.0 or cfg.top_fraction < 1.0
-    if filtering and similarity not in columns:
+    return Scoring(specs, tuple(columns), cfg.batch_size, cfg.gpu_amount > 0)
+
+
+def _one_column(named: str, prefix: str, model_columns: list[str], input_columns: list[str]) -> str | None:
+    """``named`` if set, else the models' only ``prefix*`` column, else the input's only one."""
+    if named:
+        return named
+    for columns in (model_columns, input_columns):
+        found = [c for c in columns if c.startswith(prefix)]
+        if found:
+            return found[0] if len(found) == 1 else None
+    return None
+
+
+def with_rule_columns(scoring: Scoring, cfg: ScoreConfig, input_columns: list[str]) -> Scoring:
+    """``scoring`` with the columns each rule reads, from the models' and the pairs' columns.
+
+    A rule that is on and whose column is neither scored nor in the input is a
+    ScoreError (before any data is read, from ``check_source``), as is a stage
+    with no model and no input column to filter.
+    """
+    models = list(scoring.columns)
+    inputs = [c for c in input_columns if c not in models]
+    have = set(models) | set(inputs)
+    similarity = _one_column(cfg.similarity_column, "clip_similarity_", models, inputs)
+    aesthetic = _one_column(cfg.aesthetic_column, "aesthetic_score_", models, inputs)
+    wanted = [
+        ("score.similarity_column", similarity, cfg.min_similarity > -1.0 or cfg.top_fraction < 1.0),
+        ("score.aesthetic_column", aesthetic, cfg.min_aesthetic > 0.0),
+        ("score.watermark_column", cfg.watermark_column, cfg.max_watermark < 1.0),
+    ]
+    for key, column, on in wanted:
+        if on and column not in have:
+            what = f"{column!r} is neither scored nor in the input" if column else "no column is named or found"
+            raise ScoreError(f"{key}: {what}; the pairs have {', '.join(sorted(have)) or 'no columns'}")
+    nsfw = tuple(nsfw_columns([*models, *inputs]))
+    found = bool(nsfw) or any(on for _, _, on in wanted)
+    if not scoring.specs and not found:
         raise ScoreError(
-            f"score.similarity_column: the similarity filters need one clip_similarity_* column; the scorers give "
-            f"{', '.join(columns)}"
+            "score: no scorer is configured (score.clip_image_model, score.open_clip_model, score.nsfw_model, "
+            "score.aesthetic_model, score.watermark_model, score.plugin) and no rule has an input column to read "
+            "(nsfw_score_*, or score.min_similarity / top_fraction / min_aesthetic / max_watermark on a column)"
         )
-    return Scoring(specs, tuple(columns), similarity, cfg.batch_size, cfg.gpu_amount > 0)
+    return dataclasses.replace(
+        scoring,
+        similarity_column=similarity if similarity in have else None,
+        aesthetic_column=aesthetic if aesthetic in have else None,
+        watermark_column=cfg.watermark_column if cfg.watermark_column in have else None,
+        nsfw_columns=nsfw,
+    )
 
 
 def gpu_profile(cfg: ScoreConfig):  # -> pyspark.resource.ResourceProfile | None
@@ -358,9 +438,14 @@ def score_mapper(scoring: Scoring) -> Callable[[Iterator[pa.RecordBatch]], Itera
 
 
 def with_scores(pairs: DataFrame, scoring: Scoring, cfg: ScoreConfig) -> DataFrame:
-    """Every row once with its score columns and ``reason`` / ``detail`` (``score-failed`` or null)."""
+    """Every row once with its score columns and ``reason`` / ``detail`` (``score-failed`` or null).
+
+    Without a model, the rows as they are, with no reason yet: the rules read the input's columns.
+    """
+    if not scoring.specs:
+        return pairs.withColumns({"reason": F.lit(None).cast(StringType()), "detail": F.lit(None).cast(StringType())})
     for c in scoring.columns:
-        if c in pairs.columns:  # a source's own score column (COYO ships clip_similarity_vitb32)
+        if c in pairs.columns:  # a source's own score column, when a model writes one of the same name
             pairs = pairs.withColumnRenamed(c, f"source_{c}")
     schema = StructType(
         pairs.schema.fields
@@ -379,37 +464,35 @@ def similarity_cutoff(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig) -> 
     one pass over the (persisted) scores. ``scored`` may be the scores or the stage's
     verdicts: the rows taken are those that are not score-failed, the same in both.
     """
-    if cfg.top_fraction >= 1.0 or scoring.similarity_column is None:
+    column = scoring.similarity_column
+    if cfg.top_fraction >= 1.0 or column is None:
         return None
     was_scored = F.coalesce(F.col("reason") != F.lit(reasons.SCORE_FAILED), F.lit(True))
-    ok = scored.filter(was_scored).select(scoring.similarity_column)
-    got = ok.approxQuantile(scoring.similarity_column, [1.0 - cfg.top_fraction], cfg.quantile_relative_error)
+    ok = scored.filter(was_scored).select(col_ref(column).cast(DoubleType()).alias("similarity"))
+    got = ok.approxQuantile("similarity", [1.0 - cfg.top_fraction], cfg.quantile_relative_error)
     return got[0] if got else None  # [] when no row was scored
 
 
-def with_score_verdicts(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig, cutoff: float | None) -> DataFrame:
-    """The filters as SQL on the score columns, after ``score-failed``; the first rule a row fails is its reason."""
-    rules: list[tuple[str, Column, Column]] = []
-    for c in (c for c in scoring.columns if c.startswith("nsfw_score_")):
-        v = col_ref(c)
-        rules.append((reasons.SCORE_NSFW, v >= F.lit(cfg.max_nsfw_score), F.format_string(f"{c}=%.4f", v)))
+def score_rules(scoring: Scoring, cfg: ScoreConfig, cutoff: float | None) -> list[ScoreRule]:
+    """The rules in the order they are applied: NSFW, watermark, aesthetic, similarity, top fraction."""
+    rules = nsfw_rules(scoring.nsfw_columns, cfg.max_nsfw_score)
+    if scoring.watermark_column is not None and cfg.max_watermark < 1.0:
+        rules.append(ScoreRule(reasons.SCORE_WATERMARK, scoring.watermark_column, cfg.max_watermark, ceiling=True))
+    if scoring.aesthetic_column is not None and cfg.min_aesthetic > 0.0:
+        rules.append(ScoreRule(reasons.SCORE_LOW_AESTHETIC, scoring.aesthetic_column, cfg.min_aesthetic, ceiling=False))
     sim = scoring.similarity_column
     if sim is not None and cfg.min_similarity > -1.0:
-        v = col_ref(sim)
-        detail = F.format_string(f"{sim}=%.4f < {cfg.min_similarity:g}", v)
-        rules.append((reasons.SCORE_LOW_SIMILARITY, v < F.lit(cfg.min_similarity), detail))
+        rules.append(ScoreRule(reasons.SCORE_LOW_SIMILARITY, sim, cfg.min_similarity, ceiling=False))
     if sim is not None and cutoff is not None:
-        v = col_ref(sim)
-        detail = F.format_string(f"{sim}=%.4f < {cutoff:.4f} (top {cfg.top_fraction:g})", v)
-        rules.append((reasons.SCORE_BELOW_QUANTILE, v < F.lit(cutoff), detail))
-    # score-failed came from the mapper; a CASE chain keeps the first rule each other row fails.
-    chain_reason = F.when(F.col("reason").isNotNull(), F.col("reason"))
-    chain_detail = F.when(F.col("reason").isNotNull(), F.col("detail"))
-    for code, hit, why in rules:
-        chain_reason = chain_reason.when(hit, F.lit(code))
-        chain_detail = chain_detail.when(hit, why)
-    # Both from the scored frame's own reason: one withColumns, not two chained withColumn.
-    return scored.withColumns({"reason": chain_reason, "detail": chain_detail})
+        note = f"(top {cfg.top_fraction:g})"
+        rule = ScoreRule(reasons.SCORE_BELOW_QUANTILE, sim, cutoff, ceiling=False, note=note, shown=f"{cutoff:.4f}")
+        rules.append(rule)
+    return rules
+
+
+def with_score_verdicts(scored: DataFrame, scoring: Scoring, cfg: ScoreConfig, cutoff: float | None) -> DataFrame:
+    """The rules as SQL on the score columns, after ``score-failed``; the first rule a row fails is its reason."""
+    return with_rule_reasons(scored, score_rules(scoring, cfg, cutoff))
 
 
 def split_score(annotated: DataFrame, scoring: Scoring, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
@@ -437,25 +520,42 @@ class ScoreStage(Stage):
             "tests/test_score_stage.py::test_unscorable_rows_are_score_failed",
         ),
         Rule(
-            "every nsfw_score_* below `score.max_nsfw_score`",
+            "every nsfw_score_* column below `score.max_nsfw_score`: the input's (by the image stage, before "
+            "fetching) and the models'",
             "COYO-700M",
             ("score.max_nsfw_score",),
             reasons.SCORE_NSFW,
-            "jobs/stages/score.py:with_score_verdicts",
+            "udfs/score_filters.py:nsfw_rules",
             "tests/test_score_stage.py::test_nsfw_filter_is_coyos",
         ),
         Rule(
-            "CLIP similarity at least `score.min_similarity` (-1 = off)",
+            "watermark probability below `score.max_watermark` (1 = off), the input's or the model's",
             "LAION-5B",
-            ("score.min_similarity",),
+            ("score.max_watermark", "score.watermark_column"),
+            reasons.SCORE_WATERMARK,
+            "jobs/stages/score.py:score_rules",
+            "tests/test_score_columns.py::test_rules_on_input_columns_at_their_boundaries",
+        ),
+        Rule(
+            "aesthetic score at least `score.min_aesthetic` (0 = off), the input's or the model's",
+            "LAION-Aesthetics",
+            ("score.min_aesthetic", "score.aesthetic_column"),
+            reasons.SCORE_LOW_AESTHETIC,
+            "jobs/stages/score.py:score_rules",
+            "tests/test_score_columns.py::test_rules_on_input_columns_at_their_boundaries",
+        ),
+        Rule(
+            "CLIP similarity at least `score.min_similarity` (-1 = off), the input's or the model's",
+            "LAION-5B",
+            ("score.min_similarity", "score.similarity_column"),
             reasons.SCORE_LOW_SIMILARITY,
-            "jobs/stages/score.py:with_score_verdicts",
+            "jobs/stages/score.py:score_rules",
             "tests/test_score_stage.py::test_min_similarity",
         ),
         Rule(
             "in the top `score.top_fraction` of the scored rows by CLIP similarity (1 = off)",
             "DataComp",
-            ("score.top_fraction", "score.quantile_relative_error"),
+            ("score.top_fraction", "score.quantile_relative_error", "score.similarity_column"),
             reasons.SCORE_BELOW_QUANTILE,
             "jobs/stages/score.py:similarity_cutoff",
             "tests/test_score_stage.py::test_top_fraction",
@@ -463,31 +563,17 @@ class ScoreStage(Stage):
     )
 
     def needs(self) -> dict[str, str]:
-        return {"image": "it scores the images the image stage keeps (image.keep_bytes = true)"}
+        if not self.cfg.score.has_models:  # the rules read the input's own score columns
+            return {}
+        return {"image": "its models score the images the image stage keeps (image.keep_bytes = true)"}
 
     def validate(self) -> None:
-        sc, stages = self.cfg.score, self.cfg.run.stages
         require(
-            "image" in stages and self.cfg.image.keep_bytes,
+            not self.cfg.score.has_models or self.cfg.image.keep_bytes,
             "image.keep_bytes",
-            "the score stage reads the kept images: run the image stage with image.keep_bytes = true "
+            "the score stage's models read the kept images: run the image stage with image.keep_bytes = true "
             "(--stages text,image,score --set image.keep_bytes=true)",
         )
-        require(
-            any((sc.clip_image_model, sc.open_clip_model, sc.nsfw_model, sc.aesthetic_model, sc.watermark_model))
-            or bool(sc.plugin),
-            "score",
-            "the score stage has no scorer: set score.clip_image_model (+ clip_text_model, clip_tokenizer), "
-            "score.open_clip_model, score.nsfw_model, score.aesthetic_model, score.watermark_model or score.plugin",
-        )
-        similarity = sc.clip_image_model or sc.open_clip_model or sc.similarity_column or sc.plugin
-        for key, on in (("min_similarity", sc.min_similarity > -1.0), ("top_fraction", sc.top_fraction < 1.0)):
-            require(
-                not on or bool(similarity),
-                f"score.{key}",
-                "filters on image-text similarity, but no CLIP scorer is configured (score.clip_image_model, "
-                "score.open_clip_model, or a plug-in with score.similarity_column)",
-            )
 
     def preflight(self) -> None:
         # Model files are shipped, loaded and probed here: a missing, corrupt or wrongly shaped model
@@ -496,23 +582,35 @@ class ScoreStage(Stage):
         self.cutoff: float | None = None
         self._cutoff_known = False
 
+    def check_source(self, source: DataFrame) -> None:
+        # A rule whose column is neither scored nor in the input stops the job before any stage runs.
+        with_rule_columns(self.scoring, self.cfg.score, source.columns)
+
     @property
     def description(self) -> str:
-        return "score: " + ", ".join(self.scoring.columns)
+        return "score: " + (", ".join(self.scoring.columns) or "rules on the input's score columns")
 
     def spark_conf(self) -> dict[str, str]:
         # Arrow batches of score.batch_size rows: each carries images, and the scorers take them as they come.
         return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(self.cfg.score.batch_size)}
 
     def annotate(self, frame: DataFrame | None) -> DataFrame:
+        self.scoring = with_rule_columns(self.scoring, self.cfg.score, frame.columns)
         scored = self.ctx.persist(with_scores(frame, self.scoring, self.cfg.score))
         self.cutoff, self._cutoff_known = similarity_cutoff(scored, self.scoring, self.cfg.score), True
         return with_score_verdicts(scored, self.scoring, self.cfg.score, self.cutoff)
 
     def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
         if not self._cutoff_known:  # resumed from its checkpoint: the same rows give the same cut-off
+            self.scoring = with_rule_columns(self.scoring, self.cfg.score, frame.columns)
             self.cutoff, self._cutoff_known = similarity_cutoff(annotated, self.scoring, self.cfg.score), True
         return split_score(annotated, self.scoring, frame.columns)
 
     def report(self) -> dict[str, Any]:
-        return {"score": {"columns": list(self.scoring.columns), "similarity_cutoff": self.cutoff}}
+        read = {
+            "similarity": self.scoring.similarity_column,
+            "aesthetic": self.scoring.aesthetic_column,
+            "watermark": self.scoring.watermark_column,
+            "nsfw": list(self.scoring.nsfw_columns),
+        }
+        return {"score": {"columns": list(self.scoring.columns), "rules_read": read, "similarity_cutoff": self.cutoff}}
