@@ -19,6 +19,7 @@ from jobs.stages.ingest import (
     source_rows,
     split_pairs,
     with_pair_columns,
+    with_row_origin,
 )
 from schemas import reasons
 from schemas.tables import PAIR
@@ -30,7 +31,7 @@ def ingest(spark, path, fmt="auto", **cfg):
     """(accepted rows by id, rejected rows, accepted frame) for ``path``."""
     config = IngestConfig(**cfg)
     resolved = resolve_format(str(path), fmt if fmt != "auto" else config.input_format)
-    raw = read_source(spark, str(path), resolved)
+    raw = with_row_origin(read_source(spark, str(path), resolved), resolved)  # as the stage reads it
     annotated = with_pair_columns(raw, resolved, config)
     # rows in: counted from the files, apart from the reader (what the pipeline checks)
     counts = count_stage("ingest", source_rows(spark, str(path), resolved, config), annotated)

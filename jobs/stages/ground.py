@@ -60,6 +60,7 @@ found by a left anti join with the pairs' ids, in SQL.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -88,6 +89,8 @@ from schemas import reasons
 from schemas.tables import BOX_VERDICT, BOXES, DETECTED, GRIT_COLUMNS, col_ref
 from udfs import detectors
 from udfs.grounding import GroundConfig, judge_row
+
+log = logging.getLogger("winnow")
 
 STAGE = reasons.GROUND
 
@@ -359,6 +362,19 @@ def box_counts(verdicts: DataFrame, boxes_in: int | None) -> dict[str, Any]:
     return out
 
 
+def unmatched_ids_warning(counts: dict[str, Any]) -> str | None:
+    """A warning when most rows of a Boxes table match no pair: their ids are not the pairs' ids."""
+    no_pair, boxes_in = counts["rejected"].get(reasons.BOX_NO_PAIR, 0), counts["boxes_in"]
+    if boxes_in == 0 or no_pair * 2 <= boxes_in:
+        return None
+    return (
+        f"{no_pair:,} of {boxes_in:,} boxes match no pair id (box-no-pair): the Boxes table is probably keyed by "
+        "other ids than the pairs'. A pair's id is the source's integral id column (coyo, grit: id; parquet, "
+        "csv, jsonl: a column named id; --id-col picks another), else a 64-bit hash of its URL; the ids are in "
+        "OUTPUT/accepted/"
+    )
+
+
 class GroundStage(Stage):
     """GRIT grounding: noun chunks x boxes (a Boxes table, a detector, or a GRIT release's own)."""
 
@@ -504,6 +520,10 @@ class GroundStage(Stage):
         # then the verdicts are what the detections were).
         boxes_in = conform_boxes(self.own_boxes).count() if self.own_boxes is not None else self.detected
         self.counts = box_counts(verdicts, boxes_in)
+        warning = unmatched_ids_warning(self.counts) if self.boxes is not None else None
+        if warning:
+            log.warning("ground: %s", warning)
+            self.counts["warning"] = warning
         return {"boxes": verdicts}
 
     def report(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ The first stage of every run (``IngestStage``); ``IngestConfig`` is its
 
 - ``parquet``, ``csv``, ``tsv``, ``jsonl``: generic URL lists, columns named
   img2dataset-style with ``--url-col`` (default ``url``), ``--caption-col``
-  (default ``caption``) and ``--id-col`` (default none);
+  (default ``caption``) and ``--id-col`` (default: a column named ``id``
+  when it holds integers, in a CSV / TSV digits);
 - ``coyo``: COYO-700M parquet (``url``, ``text``, ``id``);
 - ``grit``: GRIT parquet (``url``, ``caption``, ``id``);
 - ``recap``: Recap-DataComp-1B parquet (``url``, ``re_caption``,
@@ -44,11 +45,17 @@ The first stage of every run (``IngestStage``); ``IngestConfig`` is its
   img2dataset parquet cannot be told from a generic list by its name: pass
   ``--input-format img2dataset-parquet``, or the images are fetched again.
 
-``id`` is the source id when the id column is an integer; otherwise
-``xxhash64`` (Spark SQL, seed 42) of the id column's string value, or of the
-URL when there is no id column (the default for every img2dataset format;
-``--id-col key`` hashes img2dataset's key instead, unique only within one
-img2dataset run): stable across runs and Spark versions.
+``id`` is the source id when the id column is an integer (in a CSV / TSV:
+digits); otherwise ``xxhash64`` (Spark SQL, seed 42) of the id column's
+string value, or of the URL when there is no id column (the default for the
+img2dataset formats unless their rows have an integral ``id``; ``--id-col
+key`` hashes img2dataset's key instead, unique only within one img2dataset
+run): stable across runs and Spark versions. A generic or img2dataset parquet
+input with an integral ``id`` column uses it without ``--id-col`` (a row whose
+``id`` is null then takes the URL's hash). A row with neither id nor URL gets
+the hash of where it was read (file name and row index for parquet, file name
+for CSV / JSON lines, tar name and key for webdataset), its URL and caption,
+so every reject can be traced and keeps its id from run to run.
 ``dump`` comes from a ``dump=<name>/`` input partition, else ``ingest.dump``.
 Every source column is carried through; one whose name clashes with a column
 winnow owns (id, url, caption, dump, stage, reason, detail, and the image
@@ -67,7 +74,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegralType, StringType, StructField, StructType
 
@@ -141,8 +148,8 @@ class IngestConfig:
     caption_col: str = ""
     """The caption column; "" = the format's default (caption; coyo: text; recap: ingest.recap_caption)."""
     id_col: str = ""
-    """The source id column; "" = the format's default (coyo, grit: id; taisu: its image id; else a
-    64-bit hash of the URL)."""
+    """The source id column; "" = the format's default (coyo, grit: id; taisu: its image id; parquet, csv,
+    tsv, jsonl, img2dataset-parquet: an integral `id` column when there is one; else a 64-bit hash of the URL)."""
     dump: str = "default"
     """The dump name when the input has no dump=<name>/ folders."""
     recap_caption: str = "re_caption"
@@ -385,6 +392,10 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
 
     url = col_ref(url_col).cast("string")
     caption = col_ref(caption_col).cast("string")
+    if id_col is None and input_format in DEFAULT_ID_FORMATS:
+        id_col, id_found = default_id_column(raw, input_format), True
+    else:
+        id_found = False
     # A second caption of the same image (Recap's recap_both) hashes "<id source>#<kind>".
     suffix = F.lit("")
     if input_format == "recap" and cfg.recap_both:
@@ -394,14 +405,22 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
         caption = F.col(f"{_RECAP}.text")
         suffix = F.when(F.col(f"{_RECAP}.kind") != caption_col, F.concat(F.lit("#"), F.col(f"{_RECAP}.kind")))
         suffix = F.coalesce(suffix, F.lit(""))
+    url_hash = F.when(url.isNotNull(), F.xxhash64(F.concat(url, suffix)))  # xxhash64(NULL) would be the seed, 42
     if id_col is None:
         source_id = None
-        pair_id = F.when(url.isNotNull(), F.xxhash64(F.concat(url, suffix)))  # xxhash64(NULL) would be the seed, 42
+        pair_id = url_hash
     else:
         source_id = col_ref(id_col)
         integral = isinstance(raw.schema[id_col].dataType, IntegralType)
         hashed = F.when(source_id.isNotNull(), F.xxhash64(F.concat(source_id.cast("string"), suffix)))
+        if input_format in ("csv", "tsv"):  # a text file's numbers are text: "123" is the id 123
+            number = F.btrim(source_id.cast("string"))
+            hashed = F.when(number.rlike(r"^-?[0-9]{1,18}$"), number.cast("long")).otherwise(hashed)
         pair_id = source_id.cast("long") if integral and input_format != "recap" else hashed
+        if id_found:  # found by its name, not asked for: a row without one keeps the URL's hash
+            pair_id, source_id = F.coalesce(pair_id, url_hash), None
+    # Rows without an id of their own (no URL, no id) still get a stable one, to trace their reject.
+    pair_id = F.coalesce(pair_id, row_id(raw, url, caption, suffix))
     dump_col = next((c for c in raw.columns if c.lower() == "dump"), None)
     dump = F.coalesce(col_ref(dump_col).cast("string"), F.lit(cfg.dump)) if dump_col else F.lit(cfg.dump)
 
@@ -414,7 +433,7 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
             continue  # it *is* the canonical column (url, caption, an integer id, dump)
         if c == image_col or (input_format == "webdataset" and c == READ_ERROR):
             continue  # the bytes travel once, as image_input; the read error becomes the detail
-        if c in (taisu.PROBLEM, taisu.PROBLEM_DETAIL, _RECAP):
+        if c in (taisu.PROBLEM, taisu.PROBLEM_DETAIL, _RECAP, ROW_ORIGIN):
             continue  # the reader's verdict and working columns
         alias = f"source_{c}" if c.lower() in RESERVED else c
         carried.append(col_ref(c).alias(alias))
@@ -453,6 +472,47 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
 
 
 _RECAP = "_recap_caption"
+
+# Formats whose pairs take an integral ``id`` column as their id when --id-col names none.
+DEFAULT_ID_FORMATS = ("parquet", "csv", "tsv", "jsonl", "img2dataset-parquet")
+# Where a row was read from (file and row index, or tar and member key), for the ids of rows without one.
+ROW_ORIGIN = "_winnow_row_origin"
+FILE_FORMATS = (*PARQUET_FORMATS, "img2dataset-parquet", "csv", "tsv", "jsonl")
+
+
+def default_id_column(raw: DataFrame, input_format: str) -> str | None:
+    """The source's ``id`` column (any case) when it holds integers (in a CSV / TSV: text), else None."""
+    found = [c for c in raw.columns if c.lower() == "id"]
+    if len(found) != 1:
+        return None
+    kind = raw.schema[found[0]].dataType
+    return (
+        found[0]
+        if isinstance(kind, IntegralType) or (input_format in ("csv", "tsv") and kind == StringType())
+        else None
+    )
+
+
+def with_row_origin(raw: DataFrame, input_format: str) -> DataFrame:
+    """``raw`` with where each row was read from: file name and row index (parquet), file name (CSV,
+    JSON lines: Spark gives no row position there), tar name and member key (webdataset)."""
+    if input_format in FILE_FORMATS:
+        origin = F.col("_metadata.file_name")
+        if input_format in PARQUET_FORMATS or input_format == "img2dataset-parquet":
+            origin = F.concat_ws(":", origin, F.col("_metadata.row_index").cast("string"))
+    elif {"shard_path", "key"} <= set(raw.columns):
+        origin = F.concat_ws(":", F.element_at(F.split(F.col("shard_path"), "/"), -1), F.col("key"))
+    else:
+        return raw
+    return raw.withColumn(ROW_ORIGIN, origin)
+
+
+def row_id(raw: DataFrame, url: Column, caption: Column, suffix: Column) -> Column:
+    """A stable id for a row that has neither its own id nor a URL: a 64-bit hash of where it was read
+    from (``with_row_origin``), its URL and caption as they are, and its caption kind (Recap)."""
+    origin = F.col(ROW_ORIGIN) if ROW_ORIGIN in raw.columns else F.lit("")
+    parts = [F.lit("row"), F.coalesce(origin, F.lit("")), F.coalesce(url, F.lit("")), F.coalesce(caption, F.lit(""))]
+    return F.xxhash64(F.concat_ws("\u001f", *parts, suffix))
 
 
 def _both_captions(first: str, second: str) -> F.Column:
@@ -497,7 +557,7 @@ class IngestStage(Stage):
     def annotate(self, frame: DataFrame | None) -> DataFrame:
         ctx = self.ctx
         raw = read_source(ctx.spark, ctx.input_path, self.input_format, self.cfg.ingest, ctx.folders)
-        return with_pair_columns(raw, self.input_format, self.cfg.ingest)
+        return with_pair_columns(with_row_origin(raw, self.input_format), self.input_format, self.cfg.ingest)
 
     def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
         return split_pairs(annotated)
