@@ -168,7 +168,7 @@ class TextStage(Stage):
             "tests/test_text_rules.py::test_builtin_word_is_rejected_with_the_word",
         ),
         Rule(
-            "the language identifier's (`text.language_id`: CLD3) top language is `text.language` "
+            "CLD3's top language (`text.language_id = cld3`, the default) is `text.language` "
             "(probability at least `text.min_language_probability`)",
             "COYO-700M",
             ("text.language", "text.min_language_probability"),
