@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint docs bench bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline clean
+.PHONY: venv demo test lint docs bench bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline clean
 
 venv: $(STAMP)
 
@@ -36,11 +36,15 @@ docs: venv
 	$(VENV)/bin/winnow config --reference > docs/config.md
 	$(VENV)/bin/winnow config --rules > docs/rules.md
 
-bench: bench-text bench-image bench-dedup bench-ground bench-score bench-pipeline
+bench: bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline
 
 bench-text: venv
 	$(PY) bench/bench_text.py
 	$(PY) bench/bench_text_zh.py
+
+# CLD3 against fastText's lid.176 on the labelled captions committed in bench/data (needs nothing else).
+bench-language-id: venv
+	$(PY) bench/bench_language_id.py
 
 # img2dataset runs from its own venv (build/img2dataset-venv), made on first use.
 bench-image: venv

@@ -150,7 +150,7 @@ def time_rules(captions: list[str], rules: Any) -> float:
 
     tools = resources.chinese_tools(rules.zh.convert_traditional)
     started = time.perf_counter()
-    n = sum(1 for _ in judge_captions_zh(captions, [1] * len(captions), rules, resources.identify_language, tools))
+    n = sum(1 for _ in judge_captions_zh(captions, [1] * len(captions), rules, resources.cld3_languages, tools))
     seconds = time.perf_counter() - started
     if n != len(captions):
         raise RuntimeError(f"rules returned {n} verdicts for {len(captions)} captions")

