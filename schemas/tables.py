@@ -118,6 +118,13 @@ IMAGE_MEASURES = [
 ]
 IMAGE_BYTES = StructField("image", BinaryType(), True)
 IMAGE_INPUT = "image_input"
+# img2dataset inputs that recorded the original's size: width / height are the original's, these
+# what the stored copy holds, and whether it is a resized copy ("resized") or not ("same-size").
+IMAGE_STORED = [
+    StructField("stored_width", IntegerType(), True),
+    StructField("stored_height", IntegerType(), True),
+    StructField("image_stored", StringType(), True),
+]
 
 # What the image UDF returns per row, besides the columns it passes through.
 IMAGE_VERDICT = StructType(

@@ -111,6 +111,9 @@ class ImageConfig:
 
 # A blocklist wants every image of an evaluation set, so every COYO threshold is off; the pixel
 # limit stays (the image stage's), so a decompression bomb costs a header read, not memory.
+# The source's record of the original image's (width, height), when it has one.
+OriginalSize = tuple[int | None, int | None] | None
+
 BLOCKLIST_RULES = ImageConfig(min_bytes=0, max_aspect_ratio=1e9, min_side=1, phash="exact")
 
 
@@ -126,6 +129,8 @@ class ImageVerdict:
     image_format: str | None = None
     image_phash: str | None = None
     image: bytes | None = None
+    stored_width: int | None = None
+    stored_height: int | None = None
 
 
 def rejected(reason: str, detail: str | None, **measures: Any) -> ImageVerdict:
@@ -139,8 +144,18 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def inspect_image(data: bytes, rules: ImageConfig) -> ImageVerdict:
-    """Apply the COYO image rules to ``data``; never raises."""
+def inspect_image(
+    data: bytes, rules: ImageConfig, original: tuple[int | None, int | None] | None = None
+) -> ImageVerdict:
+    """Apply the COYO image rules to ``data``; never raises.
+
+    ``original``: the size of the image ``data`` was made from, when the source
+    recorded it (img2dataset's ``original_width`` / ``original_height``: its
+    stored copy is resized). The size rules (min side, aspect ratio) then judge
+    the original, the verdict's ``width`` / ``height`` are the original's, and
+    ``stored_width`` / ``stored_height`` what ``data`` holds. The byte-size,
+    pixel-count and decode rules always judge ``data`` itself.
+    """
     size = len(data)
     if size < rules.min_bytes:
         return rejected(reasons.FILE_TOO_SMALL, f"{size} bytes (minimum {rules.min_bytes})", image_bytes_size=size)
@@ -154,27 +169,39 @@ def inspect_image(data: bytes, rules: ImageConfig) -> ImageVerdict:
         except Exception as exc:  # Pillow raises many kinds on hostile bytes
             return rejected(reasons.UNDECODABLE, _describe(exc), image_bytes_size=size)
         try:
-            return _inspect_open(img, size, rules)
+            return _inspect_open(img, size, rules, _known_size(original))
         except Exception as exc:  # e.g. a codec error outside load()
             return rejected(reasons.UNDECODABLE, _describe(exc), image_bytes_size=size)
         finally:
             img.close()
 
 
-def _inspect_open(img: Image.Image, size: int, rules: ImageConfig) -> ImageVerdict:
-    width, height = img.size
+def _known_size(original: tuple[int | None, int | None] | None) -> tuple[int, int] | None:
+    """``original`` when both sides are positive integers, else None (judge the stored image)."""
+    if original is None or not all(isinstance(v, int) and v > 0 for v in original):
+        return None
+    return original  # type: ignore[return-value]
+
+
+def _inspect_open(img: Image.Image, size: int, rules: ImageConfig, original: tuple[int, int] | None) -> ImageVerdict:
+    stored_width, stored_height = img.size
     fmt = (img.format or "").lower() or None
-    measures = {"width": width, "height": height, "image_bytes_size": size, "image_format": fmt}
-    if width <= 0 or height <= 0:
-        return rejected(reasons.UNDECODABLE, f"{width}x{height} pixels", **measures)
-    if width * height > rules.max_pixels:
-        detail = f"{width}x{height} = {width * height} pixels (limit {rules.max_pixels})"
+    width, height = original or (stored_width, stored_height)
+    measures: dict[str, Any] = {"width": width, "height": height, "image_bytes_size": size, "image_format": fmt}
+    if original is not None:
+        measures |= {"stored_width": stored_width, "stored_height": stored_height}
+    if stored_width <= 0 or stored_height <= 0:
+        return rejected(reasons.UNDECODABLE, f"{stored_width}x{stored_height} pixels", **measures)
+    if stored_width * stored_height > rules.max_pixels:
+        detail = f"{stored_width}x{stored_height} = {stored_width * stored_height} pixels (limit {rules.max_pixels})"
         return rejected(reasons.TOO_MANY_PIXELS, detail, **measures)
+    # The size rules judge the original when the source recorded it; the detail says which.
+    judged = f"original {width}x{height} (stored {stored_width}x{stored_height})" if original else f"{width}x{height}"
     if min(width, height) < rules.min_side:
-        return rejected(reasons.LOW_RESOLUTION, f"{width}x{height} (minimum side {rules.min_side})", **measures)
+        return rejected(reasons.LOW_RESOLUTION, f"{judged} (minimum side {rules.min_side})", **measures)
     ratio = max(width, height) / min(width, height)
     if ratio > rules.max_aspect_ratio:
-        detail = f"{width}x{height}, ratio {ratio:.3f} (limit {rules.max_aspect_ratio:g})"
+        detail = f"{judged}, ratio {ratio:.3f} (limit {rules.max_aspect_ratio:g})"
         return rejected(reasons.ASPECT_RATIO, detail, **measures)
     if rules.phash == "fast" and img.format == "JPEG":
         side = max(FAST_PHASH_MIN_SIDE, rules.image_size if rules.keep_bytes else 0)
@@ -185,7 +212,7 @@ def _inspect_open(img: Image.Image, size: int, rules: ImageConfig) -> ImageVerdi
         return rejected(reasons.UNDECODABLE, f"decoding failed: {_describe(exc)}", **measures)
     phash = str(imagehash.phash(img))
     kept = encode_resized(img, rules) if rules.keep_bytes else None
-    return ImageVerdict(None, None, width, height, size, fmt, phash, kept)
+    return ImageVerdict(None, None, image_phash=phash, image=kept, **measures)
 
 
 def phash_bytes(data: bytes) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -26,10 +27,19 @@ DECODE_SLOTS = threading.BoundedSemaphore(1)
 
 VERDICT_FIELDS = ("reason", "detail", "width", "height", "image_bytes_size", "image_format", "image_phash", "image")
 VERDICT_TYPES = (pa.string(), pa.string(), pa.int32(), pa.int32(), pa.int64(), pa.string(), pa.string(), pa.binary())
+# With the original's size (img2dataset inputs): what the stored copy holds.
+STORED_FIELDS = ("stored_width", "stored_height")
+STORED_TYPES = (pa.int32(), pa.int32())
 
 
-def judge_one(payload: str | bytes | None, from_bytes: bool, policy: FetchConfig, rules: ImageConfig) -> ImageVerdict:
-    """Fetch (or take) one image and apply the rules; never raises."""
+def judge_one(
+    payload: str | bytes | None,
+    from_bytes: bool,
+    policy: FetchConfig,
+    rules: ImageConfig,
+    original: tuple[int | None, int | None] | None = None,
+) -> ImageVerdict:
+    """Fetch (or take) one image and apply the rules (size rules on ``original`` when known); never raises."""
     try:
         if from_bytes:
             if payload is None:
@@ -41,16 +51,13 @@ def judge_one(payload: str | bytes | None, from_bytes: bool, policy: FetchConfig
                 return rejected(got.reason, got.detail)
             data = got.data or b""
         with DECODE_SLOTS:
-            return inspect_image(data, rules)  # type: ignore[arg-type]
+            return inspect_image(data, rules, original)  # type: ignore[arg-type]
     except Exception as exc:  # a bug must cost one row, not the job
         return rejected(reasons.IMAGE_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
 
-def _verdict_arrays(verdicts: list[ImageVerdict]) -> list[pa.Array]:
-    return [
-        pa.array([getattr(v, name) for v in verdicts], type=typ)
-        for name, typ in zip(VERDICT_FIELDS, VERDICT_TYPES, strict=True)
-    ]
+def _verdict_arrays(verdicts: list[ImageVerdict], fields: tuple[str, ...], types: tuple) -> list[pa.Array]:
+    return [pa.array([getattr(v, name) for v in verdicts], type=typ) for name, typ in zip(fields, types, strict=True)]
 
 
 def image_mapper(
@@ -59,19 +66,25 @@ def image_mapper(
     url_col: str = "url",
     bytes_col: str | None = None,
     batch_size: int = 64,
+    original_cols: tuple[str, str] | None = None,
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A function for ``DataFrame.mapInArrow``: every row in, the same row plus the verdict out.
 
     With ``bytes_col`` the image bytes come from that column (img2dataset
-    inputs) and nothing is fetched; the column itself is not passed on.
+    inputs) and nothing is fetched; the column itself is not passed on. With
+    ``original_cols`` (width, height columns of the original image, with
+    ``bytes_col``) the size rules judge the original and the verdict adds
+    ``STORED_FIELDS``.
     """
+    fields = VERDICT_FIELDS + (STORED_FIELDS if original_cols else ())
+    types = VERDICT_TYPES + (STORED_TYPES if original_cols else ())
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         held: dict[int, pa.RecordBatch] = {}
         left: dict[int, int] = {}
         from_bytes = bytes_col is not None
 
-        def items() -> Iterator[tuple[tuple[int, int], str, str | bytes | None]]:
+        def items() -> Iterator[tuple[tuple[int, int], str, Any]]:
             for number, batch in enumerate(batches):
                 if batch.num_rows == 0:
                     continue
@@ -79,14 +92,18 @@ def image_mapper(
                 held[number], left[number] = keep, batch.num_rows
                 if from_bytes:
                     column = batch.column(bytes_col)
+                    sizes = [batch.column(c).to_pylist() for c in original_cols] if original_cols else None
                     for i in range(batch.num_rows):
-                        yield (number, i), "", column[i].as_py()
+                        original = (sizes[0][i], sizes[1][i]) if sizes else None
+                        yield (number, i), "", (column[i].as_py(), original)
                 else:
                     for i, url in enumerate(batch.column(url_col).to_pylist()):
                         yield (number, i), host_key(url), url
 
-        def work(payload: str | bytes | None) -> ImageVerdict:
-            return judge_one(payload, from_bytes, policy, rules)
+        def work(payload: Any) -> ImageVerdict:
+            if from_bytes:  # (bytes, original size)
+                return judge_one(payload[0], True, policy, rules, payload[1])
+            return judge_one(payload, False, policy, rules)
 
         def emit(done: list[tuple[tuple[int, int], ImageVerdict]]) -> Iterator[pa.RecordBatch]:
             by_batch: dict[int, list[tuple[int, ImageVerdict]]] = {}
@@ -94,8 +111,8 @@ def image_mapper(
                 by_batch.setdefault(number, []).append((i, verdict))
             for number, rows in by_batch.items():
                 source = held[number].take(pa.array([i for i, _ in rows], type=pa.int64()))
-                arrays = source.columns + _verdict_arrays([v for _, v in rows])
-                yield pa.RecordBatch.from_arrays(arrays, names=source.schema.names + list(VERDICT_FIELDS))
+                arrays = source.columns + _verdict_arrays([v for _, v in rows], fields, types)
+                yield pa.RecordBatch.from_arrays(arrays, names=source.schema.names + list(fields))
                 left[number] -= len(rows)
                 if left[number] == 0:
                     del held[number], left[number]

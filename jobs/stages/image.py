@@ -25,13 +25,13 @@ thread pool (``fetch.threads``, at most ``fetch.max_per_host`` per host).
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
-from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_VERDICT
+from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_STORED, IMAGE_VERDICT, col_ref
 from udfs.fetch import FetchConfig
 from udfs.image import ImageConfig
 from udfs.image_udfs import image_mapper
@@ -47,29 +47,55 @@ def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig
     ``udfs.score_filters``) first: the rows it rejects are never fetched.
     """
     from_bytes = IMAGE_INPUT in pairs.columns
+    original = original_size(pairs) if from_bytes else None
     scored = with_rule_reasons(pairs, nsfw_rules(pairs.columns, max_nsfw_score))
     to_check = scored.filter(F.col("reason").isNull()).drop("reason", "detail")
+    if original is not None:
+        to_check = to_check.withColumns({ORIGINAL[0]: original[0], ORIGINAL[1]: original[1]})
     partitions = image.partitions or 3 * pairs.sparkSession.sparkContext.defaultParallelism
     # Hash of the id: deterministic, and a crawl's URLs of one host spread over all tasks.
     to_check = to_check.repartition(partitions, "id")
     passed = [f for f in to_check.schema.fields if f.name != IMAGE_INPUT]
-    out_schema = StructType(passed + list(IMAGE_VERDICT.fields))
-    mapper = image_mapper(fetch, image, "url", IMAGE_INPUT if from_bytes else None, image.batch_size)
-    checked = to_check.mapInArrow(mapper, out_schema)
+    verdict = list(IMAGE_VERDICT.fields) + (IMAGE_STORED[:2] if original is not None else [])
+    mapper = image_mapper(
+        fetch, image, "url", IMAGE_INPUT if from_bytes else None, image.batch_size, ORIGINAL if original else None
+    )
+    checked = to_check.mapInArrow(mapper, StructType(passed + verdict))
+    if original is not None:
+        # null where the source recorded no original size (the stored image was judged as it is)
+        resized = (F.col("stored_width") != F.col("width")) | (F.col("stored_height") != F.col("height"))
+        kind = F.when(resized, F.lit("resized")).when(F.col("stored_width").isNotNull(), F.lit("same-size"))
+        checked = checked.drop(*ORIGINAL).withColumn("image_stored", kind)
     flagged = scored.filter(F.col("reason").isNotNull())
     if from_bytes:
         flagged = flagged.drop(IMAGE_INPUT)
-    for f in IMAGE_VERDICT.fields:
+    for f in IMAGE_VERDICT.fields + (IMAGE_STORED if original is not None else []):
         if f.name not in ("reason", "detail"):
             flagged = flagged.withColumn(f.name, F.lit(None).cast(f.dataType))
     annotated = checked.unionByName(flagged)
     return annotated if image.keep_bytes else annotated.drop(IMAGE_BYTES.name)
 
 
+# The original image's size as the mapper reads it (working columns, dropped after).
+ORIGINAL = ("_original_width", "_original_height")
+
+
+def original_size(pairs: DataFrame) -> tuple[Column, Column] | None:
+    """img2dataset's record of the original image's size: its parquet's ``original_width`` /
+    ``original_height`` columns, or the same fields of each webdataset sample's ``.json``."""
+    names = ("original_width", "original_height")
+    if set(names) <= set(pairs.columns):
+        return col_ref(names[0]).cast("int"), col_ref(names[1]).cast("int")
+    if "json" in pairs.columns:
+        return tuple(F.get_json_object("json", f"$.{c}").cast("int") for c in names)  # type: ignore[return-value]
+    return None
+
+
 def split_image(annotated: DataFrame, input_columns: list[str]) -> tuple[DataFrame, DataFrame]:
     """(accepted, rejected) from the one annotated frame; rejects keep the stage's input columns."""
     columns = [c for c in input_columns if c != IMAGE_INPUT]
     added = IMAGE_MEASURES + ([IMAGE_BYTES] if IMAGE_BYTES.name in annotated.columns else [])
+    added += [f for f in IMAGE_STORED if f.name in annotated.columns]
     schema_fields = [annotated.schema[c] for c in columns] + added
     accepted = accepted_rows(annotated, StructType([StructField(f.name, f.dataType, True) for f in schema_fields]), [])
     return accepted, rejected_rows(annotated, STAGE, columns)
