@@ -57,6 +57,10 @@ class RunConfig:
     re-run starts after the last stage whose checkpoint still matches; false: keep them in memory."""
     keep_checkpoints: bool = False
     """Keep a dump's checkpoints after its output is committed (else they are deleted then)."""
+    row_group_bytes: int = 32 * 1024 * 1024
+    """Parquet row groups winnow writes (checkpoints, outputs) close at about this many bytes, so rows
+    with image bytes (img2dataset inputs, image.keep_bytes) are read back a few MB at a time; 0 =
+    Parquet's own (128 MiB, checked every 100 rows), which full-size images overflow in a 1 GB heap."""
     lease_timeout: float = 300.0
     """Seconds without a heartbeat after which OUTPUT's lease (one run at a time) is a killed run's and is
     taken over; the holder renews it every tenth of this."""
@@ -67,6 +71,8 @@ class RunConfig:
             yield "arrow_batch_size", "must be at least 1"
         if self.report_samples < 0:
             yield "report_samples", "must not be negative"
+        if self.row_group_bytes != 0 and self.row_group_bytes < 1024 * 1024:
+            yield "row_group_bytes", "must be 0 (Parquet's default) or at least 1 MiB (1048576)"
         if not (self.lease_timeout >= 1.0 and math.isfinite(self.lease_timeout)):
             yield "lease_timeout", "must be a finite number of seconds, at least 1"
 

@@ -54,7 +54,7 @@ from jobs.config import known_stages, load_config, stage_classes
 from jobs.errors import EXIT_CODES, run_command
 from jobs.reference import keys_help
 from jobs.report import render_report
-from jobs.session import get_spark, session_conf
+from jobs.session import bound_row_groups, get_spark, session_conf
 from jobs.stage import Config, Context, Stage, StageCounts, count_stage
 from jobs.stages.ingest import INPUT_FORMATS, IngestError, dump_folders
 from jobs.statistics import report_statistics
@@ -126,6 +126,7 @@ class Run:
     @classmethod
     def start(cls, spark: SparkSession, cfg: Config, input_path: str, output: str) -> Run:
         store, run_id = FileStore(spark), new_run_id()
+        bound_row_groups(spark, cfg.run.row_group_bytes)
         ctx = Context(spark, cfg, input_path, output, store, committed={})
         every = [stage(cfg, ctx) for stage in stage_classes()]
         selected = [s for s in every if s is every[0] or s.name in cfg.run.stages]

@@ -46,6 +46,26 @@ def _configured(key: str) -> bool:
     return SparkConf().contains(key)
 
 
+def bound_row_groups(spark: SparkSession, row_group_bytes: int) -> None:
+    """Parquet row groups the job writes close at about ``row_group_bytes`` (``run.row_group_bytes``).
+
+    A Parquet reader holds a whole row group's column chunks in memory, and the
+    writer buffers one per task until it closes: with full-size image bytes in a
+    row, Parquet's 128 MiB default (checked only every 100 rows, so ~100 images
+    at least) does not fit a default 1 GB heap. The size is checked from the
+    second row on, so one row group holds as few as two rows of large images.
+    0 leaves Parquet's defaults.
+    """
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    keys = ("parquet.block.size", "parquet.block.size.row.check.min", "parquet.page.size.row.check.min")
+    if row_group_bytes <= 0:
+        for key in keys:
+            conf.unset(key)
+        return
+    for key, value in zip(keys, (str(row_group_bytes), "2", "2"), strict=True):
+        conf.set(key, value)
+
+
 class JavaMissing(WinnowError):
     """No usable Java runtime: Spark cannot start."""
 
