@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint docs bench bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline clean
+.PHONY: venv demo test lint docs bench bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline bench-memory clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,7 @@ docs: venv
 	$(VENV)/bin/winnow config --reference > docs/config.md
 	$(VENV)/bin/winnow config --rules > docs/rules.md
 
-bench: bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline
+bench: bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline bench-memory
 
 bench-text: venv
 	$(PY) bench/bench_text.py
@@ -63,6 +63,10 @@ bench-ground: venv
 # Images and ONNX models (built with onnx, a dev dependency) cached under build/bench-score.
 bench-score: venv
 	$(PY) bench/bench_score.py
+
+# Full-size image bytes (>= 300 MB, img2dataset --resize_mode no) in the default heap; peak memory.
+bench-memory: venv
+	$(PY) bench/bench_memory.py
 
 # The pipeline with and without stage checkpoints, and a resume (two dumps of the real captions).
 bench-pipeline: venv
