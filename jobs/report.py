@@ -74,6 +74,9 @@ dl.meta { display: grid; grid-template-columns: max-content auto; gap: 0 1em; }
 dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere; }
 .note { color: #555; font-size: 12px; } .cut { color: #999; }
 .gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 10px; }
+.reasons { display: flex; flex-wrap: wrap; gap: 0 18px; align-items: flex-start; }
+.reason { flex: 0 1 auto; max-width: 100%; } .reason h3 { max-width: 480px; }
+.reason .gallery { display: flex; flex-wrap: wrap; } .reason .card { width: 150px; box-sizing: border-box; }
 .card { margin: 0; padding: 6px; border: 1px solid #ddd; border-radius: 4px; font-size: 12px;
   overflow-wrap: anywhere; }
 .card img { display: block; max-width: 128px; max-height: 128px; margin: 0 auto 4px; }
@@ -205,7 +208,8 @@ def _bound_lines(
             f"<title>{esc(label)}</title>"
             f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{top + HIST_HEIGHT}" stroke="{COLOURS["bound"]}" '
             'stroke-width="2" stroke-dasharray="6 3"/>'
-            f'<text x="{x + 4:.1f}" y="{top + 4 + 12 * i}" class="boundlabel">{esc(label)}</text></g>'
+            f'<text x="{x + (-4 if pos > 0.6 else 4):.1f}" y="{top + 4 + 12 * i}" class="boundlabel" '
+            f'text-anchor="{"end" if pos > 0.6 else "start"}">{esc(label)}</text></g>'
         )
     return parts, beyond
 
@@ -378,13 +382,13 @@ def samples_section(samples: dict[str, Any], images: dict[str, str] | None = Non
     for group in groups:
         shown = len(group["rows"])
         head = f"{group['stage']} / {group['reason']}: {shown} of {fmt_count(group['count'])} rejected rows"
-        out.append(f'<h3 data-stage="{esc(group["stage"])}" data-reason="{esc(group["reason"])}">{esc(head)}</h3>')
         cards = "".join(card(row, images or {}, detail=True) for row in group["rows"])
         out.append(
-            f'<div class="gallery" data-gallery="rejected" data-stage="{esc(group["stage"])}" '
-            f'data-reason="{esc(group["reason"])}">{cards}</div>'
+            f'<section class="reason"><h3 data-stage="{esc(group["stage"])}" data-reason="{esc(group["reason"])}">'
+            f'{esc(head)}</h3><div class="gallery" data-gallery="rejected" data-stage="{esc(group["stage"])}" '
+            f'data-reason="{esc(group["reason"])}">{cards}</div></section>'
         )
-    return "".join(out)
+    return '<div class="reasons">' + "".join(out) + "</div>"
 
 
 def _phrase(caption: str, start: Any, end: Any) -> str:
@@ -398,12 +402,15 @@ def _box_svg(kind: str, corners: list[float], w: int, h: int, colour: str, label
     x0, y0, x1, y1 = corners
     dash = "" if kind == "kept" else ' stroke-dasharray="5 4"'
     ty = y0 * h + 13 if y0 * h < 14 else y0 * h - 3
+    # Labels of boxes in the right half end at the box's right edge, so they stay on the image.
+    tx, anchor = (x1 * w - 3, "end") if x0 + x1 > 1.0 else (x0 * w + 3, "start")
     return (
         f'<g class="box {kind}" {attrs} data-x-min="{x0!r}" data-y-min="{y0!r}" data-x-max="{x1!r}" '
         f'data-y-max="{y1!r}"><title>{esc(label)}</title>'
         f'<rect x="{x0 * w:.2f}" y="{y0 * h:.2f}" width="{(x1 - x0) * w:.2f}" height="{(y1 - y0) * h:.2f}" '
         f'fill="none" stroke="{colour}" stroke-width="{2 if kind == "kept" else 1.5}"{dash}/>'
-        f'<text x="{x0 * w + 3:.2f}" y="{ty:.2f}" class="boxlabel" fill="{colour}">{esc(label)}</text></g>'
+        f'<text x="{tx:.2f}" y="{ty:.2f}" text-anchor="{anchor}" class="boxlabel" fill="{colour}">{esc(label)}</text>'
+        "</g>"
     )
 
 

@@ -481,23 +481,30 @@ def sample_grounded(
     n: int = GRIT_SAMPLE,
     per_pair: int = GRIT_OTHERS,
 ) -> list[dict[str, Any]]:
-    """The ``n`` grounded pairs with the smallest hash of their id: caption, GRIT columns, image,
-    and a few of their suppressed and below-score boxes from the box verdicts (``verdicts``)."""
+    """``n`` grounded pairs, deterministic by id: caption, GRIT columns, image, and a few of their
+    suppressed and below-score boxes from the box verdicts (``verdicts``). Up to half of them are
+    the pairs with the smallest hash among those that have such boxes, the rest the smallest of all."""
     if n <= 0 or not has_box_scores(accepted.schema) or "ref_exps" not in accepted.columns:
         return []
     sizes = [c for c in ("width", "height") if c in accepted.columns]
-    picked = (
+    columns = ["id", "dump", "caption", "noun_chunks", "ref_exps", *sizes]
+    grounded = (
         accepted.where(F.size("noun_chunks") > 0)
-        .select("id", "dump", "caption", "noun_chunks", "ref_exps", *sizes, image_bytes(accepted).alias("_bytes"))
+        .select(*columns, image_bytes(accepted).alias("_bytes"))
         .withColumn("_u", _hash_order("id"))
-        .orderBy("_u", "id")
-        .limit(n)
     )
+    picked = grounded.orderBy("_u", "id").limit(n).withColumn("_flagged", F.lit(False))
+    if verdicts is not None:
+        marked = verdicts.where(F.col("outcome").isin(*SHOWN_OUTCOMES)).select("id", "dump").distinct()
+        flagged = grounded.join(marked, ["id", "dump"], "left_semi").orderBy("_u", "id").limit(n // 2)
+        picked = picked.unionByName(flagged.withColumn("_flagged", F.lit(True)))
     thumb = thumbnail_udf(GRIT_SIDE, GRIT_BYTES)(F.col("_bytes")).alias("_thumb")
-    rows = sorted(
-        picked.select("_u", "id", "dump", "caption", "noun_chunks", "ref_exps", *sizes, thumb).collect(),
-        key=lambda r: (r["_u"], r["id"]),
-    )
+    collected = picked.select("_u", "_flagged", *columns, thumb).collect()
+    chosen = {(r["id"], r["dump"]): r for r in collected if r["_flagged"]}
+    for row in sorted((r for r in collected if not r["_flagged"]), key=lambda r: (r["_u"], r["id"])):
+        if len(chosen) < n:
+            chosen.setdefault((row["id"], row["dump"]), row)
+    rows = sorted(chosen.values(), key=lambda r: (r["_u"], r["id"]))
     others = _others(verdicts, [(r["id"], r["dump"]) for r in rows], per_pair) if verdicts is not None and rows else {}
     out = []
     for row in rows:
