@@ -157,12 +157,16 @@ def data_edges(lo: float, hi: float, integer: bool, bins: int = MAX_BINS) -> tup
             edges = sorted({_significant(x) for x in raw[1:-1]} | {lo, hi})
         return tuple(edges), "log"
     step = nice_step((hi - lo) / bins) if hi > lo else (1.0 if integer else nice_step(max(abs(lo), 1.0) / 10))
-    if integer:
-        step = max(1.0, math.ceil(step))
-    start = math.floor(lo / step) * step
-    n = max(1, math.floor((hi - start) / step) + 1 if integer else math.ceil((hi - start) / step - 1e-9))
-    if not integer and start + n * step < hi:
-        n += 1
+    while True:  # the rounded start (and an integer's end above ``hi``) can take a bin more: a wider step
+        if integer:
+            step = max(1.0, math.ceil(step))
+        start = math.floor(lo / step) * step
+        n = math.floor((hi - start) / step) + 1 if integer else max(1, math.ceil((hi - start) / step - 1e-9))
+        if not integer and start + n * step < hi:
+            n += 1
+        if n <= bins:
+            break
+        step = nice_step(step * 1.01)
     return even_edges(start, step, n), "linear"
 
 

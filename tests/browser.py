@@ -203,7 +203,11 @@ def open_page(executable: str, url: str, width: int = 1200, settle: float = 1.0)
         if not browser.wait_for("Page.loadEventFired", session, timeout=60):
             raise ProtocolError(f"{url} did not finish loading within 60 s")
         browser.settle(settle)
-        images = json.loads(browser.send("Runtime.evaluate", {"expression": IMAGES_JS, "returnByValue": True}, session)["result"]["value"])
+        images = json.loads(
+            browser.send("Runtime.evaluate", {"expression": IMAGES_JS, "returnByValue": True}, session)["result"][
+                "value"
+            ]
+        )
         size = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
         w, h = int(size["width"]), int(size["height"])
         clip = {"x": 0, "y": 0, "width": w, "height": h, "scale": 1}

@@ -133,7 +133,7 @@ def thumbnail_udf(max_side: int, max_bytes: int) -> Callable[..., Column]:
 
     Row at a time on purpose: the report applies it to a few dozen sampled rows only."""
 
-    def one(data: bytes | None) -> tuple[bytes, int, int] | None:
+    def one(data):  # no annotations: pyspark 4 reads a UDF's hints to guess a pandas UDF, and warns
         thumb = thumbnail(data, max_side, max_bytes)
         return None if thumb is None else (thumb.data, thumb.width, thumb.height)
 
