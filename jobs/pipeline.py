@@ -10,9 +10,10 @@ one after the other, and writes, under OUTPUT:
   ``reason``, ``detail`` and the stage's input columns;
 - ``report/funnel.json``: rows in, accepted and rejected per reason, per stage,
   and the ``statistics`` block (jobs.statistics: histograms of the accepted
-  rows, duplicate-group sizes, sample rejects);
-- ``report/report.html``: the same as a static page with inline SVG charts
-  (jobs.report), opens offline;
+  rows, duplicate-group sizes, sampled accepted, rejected and grounded pairs,
+  the committed dumps over time);
+- ``report/report.html``: the same as a static page (jobs.report): inline SVG
+  charts, the sampled pairs' thumbnails, their GRIT boxes; opens offline;
 - ``history/``: with the dedup stage, what later dumps are deduplicated
   against (jobs.stages.dedup), committed with the accepted output;
 - ``boxes/``: with the ground stage, one verdict per row of the Boxes table

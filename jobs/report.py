@@ -2,14 +2,20 @@
 
 Pure Python, no Spark: ``render_report`` turns the dict the pipeline writes to
 ``funnel.json`` (the funnel per stage and reason, the ``boxes`` block, and the
-``statistics`` block of jobs.statistics) into HTML with inline SVG charts. The
-page opens offline: no script, no stylesheet or font to fetch, and a
-Content-Security-Policy that forbids both, so a caption that slipped through
-escaping still could not run.
+``statistics`` block of jobs.statistics) and the thumbnails jobs.statistics
+made into HTML: inline SVG charts (histograms with the config's bounds drawn
+on them, the funnel, dumps over time), galleries of accepted and rejected
+pairs, and the GRIT view (each grounded image with its boxes as an SVG
+overlay). The page opens offline: no script, no stylesheet or font to fetch,
+images only as JPEG ``data:`` URIs, and a Content-Security-Policy that
+forbids anything else, so a caption that slipped through escaping still
+could not run or load.
 
 Every bar carries ``data-chart``, ``data-key`` and ``data-count`` attributes
-(and a ``<title>`` tooltip), so a test, or a reader's script, can check the
-page's numbers against ``funnel.json`` without a browser.
+(and a ``<title>`` tooltip), every drawn box its corners (``data-x-min`` ...),
+every bound line its ``data-bound`` and ``data-value``, so a test, or a
+reader's script, can check the page's numbers against ``funnel.json`` without
+a browser.
 
 Every string that comes from the data (captions, URLs, details, dump names)
 is escaped with ``html.escape``; control and format characters (bidi

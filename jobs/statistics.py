@@ -1,28 +1,43 @@
-"""The report's statistics, computed in Spark: only bin counts and a few sample rows reach the driver.
+"""The report's statistics, computed in Spark: only bin counts, a few sample rows and their
+thumbnails reach the driver.
 
 ``report_statistics`` is called by the pipeline on the frames it already has
-(the accepted pairs and the union of the rejects, both filters over the
-persisted annotated frames of the stages), after the outputs are written and
-before those frames are unpersisted, so no stage UDF runs again. Three jobs:
+(the accepted pairs, the union of the rejects and the box verdicts, all
+filters over the persisted annotated frames of the stages), after the
+outputs are written and before those frames are unpersisted, so no stage UDF
+runs again. Its parts:
 
-1. histograms over the accepted rows, fixed bins (``HISTOGRAMS``): width,
-   height, aspect ratio (long side / short side), caption length in
-   characters, word count, and the scores of the ``noun_chunks`` boxes; only
-   the columns present are measured. One scan and one ``groupBy(name, bin)``
-   for all of them: a few dozen rows are collected.
+1. histograms over the accepted rows (``HISTOGRAMS``): width, height, aspect
+   ratio (long side / short side), caption length in characters, word count,
+   and the scores of the ``noun_chunks`` boxes; only the columns present are
+   measured. The bins come from the data: one small job finds each measure's
+   smallest and largest value, ``data_edges`` turns them into at most
+   ``MAX_BINS`` bins (round linear steps, or log-spaced when the values span
+   ``LOG_RATIO`` or more), widened to the published bounds of the run's config
+   within ``BOUND_REACH``; a second job counts the rows per bin with one
+   ``groupBy(name, bin)``: a few dozen rows are collected.
 2. duplicate-group sizes: a dedup reject names its winner in ``detail``
    (``duplicate of id 7 (dump 2026-01)``, ``duplicate of accepted id ...``,
    ``near-duplicate of id ...``); a group is the winner and every reject that
    names it, so its size is 1 + those rejects. Sizes are binned in Spark.
-3. sample rejected rows: up to ``per_reason`` per (stage, reason), the rows
-   with the smallest hash of (stage, reason, id, url), so the same input gives
-   the same samples. Knowing each reason's count from the funnel, a row is
-   first kept with probability about ``8 * per_reason / count`` (one filter
-   over the rejects: no shuffle of all of them), then a window over that small
-   remainder ranks them. URL, caption and detail are cut to ``SAMPLE_CHARS``
-   characters in Spark, their full lengths kept.
+3. samples, deterministic by id: ``GALLERY_ACCEPTED`` accepted rows and
+   ``GRIT_SAMPLE`` grounded ones with the smallest hash of their id (a top-n:
+   each partition keeps n rows, no shuffle of the data), and up to
+   ``per_reason`` rejected rows per (stage, reason), the rows with the
+   smallest hash of (stage, reason, id, url). Knowing each reason's count
+   from the funnel, a reject is first kept with probability about
+   ``8 * per_reason / count`` (one filter over the rejects: no shuffle of all
+   of them), then a window over that small remainder ranks them. URL, caption
+   and detail are cut to ``SAMPLE_CHARS`` characters in Spark, their full
+   lengths kept. A sampled row with image bytes gets a thumbnail made on the
+   executors (``udfs.image.thumbnail``: at most 128 px and 12 KB; 256 px and
+   40 KB for the GRIT view); all of them within ``IMAGE_BUDGET`` characters
+   of base64, past which rows are shown as text.
+4. dumps over time: per committed dump, from the commit markers (the earlier
+   runs' and this run's), rows in, accepted and rejected per stage and reason.
 
-The result is the ``statistics`` block of ``funnel.json``; jobs.report draws it.
+The result is the ``statistics`` block of ``funnel.json`` and the thumbnails
+(base64, by key) that only the page holds; jobs.report draws both.
 """
 
 from __future__ import annotations
@@ -54,6 +69,7 @@ THUMBNAIL_SIDE, THUMBNAIL_BYTES = 128, 12_000
 GRIT_SIDE, GRIT_BYTES = 256, 40_000
 IMAGE_BUDGET = 4_000_000
 BYTES_COLUMNS = ("image", "image_input")
+GRIT_CAPTION_CHARS = 1000  # a GRIT view caption is kept whole up to text.max_chars' default
 # Over-sampling factor of the first pass: with 8 x N expected rows, fewer than N
 # are picked for a reason with probability below 1e-9 (Poisson, N = 5).
 OVERSAMPLE = 8
@@ -495,6 +511,7 @@ def sample_grounded(
     grounded = (
         accepted.where(F.size("noun_chunks") > 0)
         .select(*columns, image_bytes(accepted).alias("_bytes"))
+        .withColumn("caption", F.substring("caption", 1, GRIT_CAPTION_CHARS))  # the text rules' cap
         .withColumn("_u", _hash_order("id"))
     )
     picked = grounded.orderBy("_u", "id").limit(n).withColumn("_flagged", F.lit(False))
