@@ -193,8 +193,12 @@ def bound_values(spec: HistogramSpec, config: dict[str, dict[str, Any]] | None) 
     out = []
     for key in spec.bounds:
         section, name = key.split(".")
-        if section in config["run"]["stages"] and name in config.get(section, {}):
-            out.append({"key": key, "value": float(config[section][name])})
+        if section not in config["run"]["stages"]:
+            continue
+        if section == "text" and config["text"].get("language") == "zh":
+            section = "text_zh"  # the Chinese rule set's own lengths and word counts
+        if name in config.get(section, {}):
+            out.append({"key": f"{section}.{name}", "value": float(config[section][name])})
     return out
 
 

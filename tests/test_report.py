@@ -348,6 +348,8 @@ def test_bounds_come_from_the_run_config():
         {"key": "text.max_chars", "value": 700.0},
     ]
     assert statistics.bound_values(statistics.HISTOGRAMS["box_score"], config) == []  # ground did not run
+    chinese = {**config, "text": {**config["text"], "language": "zh"}, "text_zh": {"min_chars": 5, "max_chars": 256}}
+    assert [b["key"] for b in statistics.bound_values(spec, chinese)] == ["text_zh.min_chars", "text_zh.max_chars"]
     assert statistics.bound_values(spec, None) == []
     bounds = statistics.bound_values(spec, config)
     # 9 is within reach of captions of 30..120 characters, 700 is not
