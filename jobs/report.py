@@ -25,6 +25,7 @@ overrides, zero-width spaces, NUL ...) are shown as ``\\uXXXX`` escapes.
 from __future__ import annotations
 
 import html
+import math
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -404,6 +405,14 @@ def _phrase(caption: str, start: Any, end: Any) -> str:
         return ""
 
 
+def _entry(values: Any) -> bool:
+    """A GRIT entry the view can draw: ``[start, end, x_min, y_min, x_max, y_max, score]``, all finite."""
+    try:
+        return len(values) == 7 and all(math.isfinite(float(v)) for v in values)
+    except (TypeError, ValueError):
+        return False
+
+
 def _box_svg(kind: str, corners: list[float], w: int, h: int, colour: str, label: str, attrs: str) -> str:
     x0, y0, x1, y1 = corners
     dash = "" if kind == "kept" else ' stroke-dasharray="5 4"'
@@ -434,7 +443,8 @@ def grounded_pair(index: int, row: dict[str, Any], images: dict[str, str]) -> st
         picture = f'<div class="noimg" style="width:{w}px;height:{h}px">no image bytes in this run</div>'
     chart = f"grit-{index}"
     parts, legend = [], []
-    for i, (chunk, ref) in enumerate(zip(row["noun_chunks"], row.get("ref_exps") or row["noun_chunks"], strict=False)):
+    pairs = zip(row["noun_chunks"], row.get("ref_exps") or row["noun_chunks"], strict=False)
+    for i, (chunk, ref) in enumerate((c, r) for c, r in pairs if _entry(c) and _entry(r)):
         colour = CHUNK_COLOURS[i % len(CHUNK_COLOURS)]
         phrase, expression = _phrase(caption, chunk[0], chunk[1]), _phrase(caption, ref[0], ref[1])
         attrs = f'data-chunk="{i}" data-start="{int(chunk[0])}" data-end="{int(chunk[1])}" data-score="{chunk[6]!r}"'

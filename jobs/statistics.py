@@ -304,7 +304,8 @@ def histograms(accepted: DataFrame, config: dict[str, Any] | None = None) -> lis
         return []
     names = [n for n in HISTOGRAMS if n in row_measures(accepted.columns, accepted.schema)]
     names += ["box_score"] if has_box_scores(accepted.schema) else []
-    valid = values.where(F.col("x").isNotNull() & ~F.isnan("x"))
+    # Infinities do not set the range (they are counted outside the bins).
+    valid = values.where(F.col("x").isNotNull() & ~F.isnan("x") & (F.abs("x") < F.lit(float("inf"))))
     ranges = {
         r["h"]: (r["lo"], r["hi"])
         for r in valid.groupBy("h").agg(F.min("x").alias("lo"), F.max("x").alias("hi")).collect()

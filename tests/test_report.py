@@ -452,6 +452,13 @@ def test_grit_overlay_draws_each_box_in_its_chunk_colour():
     text = "".join(parsed.text)
     assert "a red circle" in text and "a red circle next to a blue square" in text  # chunk and its expression
     assert "no image bytes in this run" in text  # no thumbnail: a grey frame, never a remote image
+    # entries the view cannot draw are left out, not a crash
+    broken = grit_row(
+        noun_chunks=[[0, 12, None, 0.2, 0.4, 0.7, 0.9], [0, 5, 0.1], grit_row()["noun_chunks"][1]], ref_exps=None
+    )
+    stats["grounded"]["rows"] = [broken]
+    (boxes,) = overlay_boxes(parse(render_report(report_dict(statistics=stats)))).values()
+    assert [b["data-start"] for b in boxes if b["class"] == "box kept"] == ["22"]
 
 
 def test_dumps_over_time_from_markers():
