@@ -98,6 +98,9 @@ dl.meta dt { font-weight: 600; } dl.meta dd { margin: 0; overflow-wrap: anywhere
 .legend { margin: 0; padding-left: 1.4em; } .swatch { display: inline-block; width: 10px; height: 10px;
   margin-right: 4px; border-radius: 2px; }
 svg .boxlabel { font: bold 11px sans-serif; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
+svg .boxlabel.other { font: 10px sans-serif; fill: #333; }
+.legend li.other { color: #555; list-style: none; margin-left: -1.4em; }
+.swatch.dashed { border: 1px dashed #555; width: 8px; height: 8px; background: none; }
 svg .boundlabel { font-size: 10px; fill: #d35400; }
 """
 
@@ -413,19 +416,27 @@ def _entry(values: Any) -> bool:
         return False
 
 
-def _box_svg(kind: str, corners: list[float], w: int, h: int, colour: str, label: str, attrs: str) -> str:
-    x0, y0, x1, y1 = corners
-    dash = "" if kind == "kept" else ' stroke-dasharray="5 4"'
-    ty = y0 * h + 13 if y0 * h < 14 else y0 * h - 3
+def _box_svg(kind: str, corners: list[float], size: tuple[int, int], colour: str, label: str, attrs: str) -> str:
+    """One box on a ``size`` (width, height) image: a kept box solid, labelled above its top edge; any
+    other dashed, with a short label inside its bottom edge (the full one is its tooltip)."""
+    (x0, y0, x1, y1), (w, h) = corners, size
+    kept = kind == "kept"
+    dash = "" if kept else ' stroke-dasharray="5 4"'
+    if kept:
+        ty = y0 * h + 13 if y0 * h < 14 else y0 * h - 3
+        shown = label
+    else:
+        ty = max(y1 * h - 3, y0 * h + 11)
+        shown = label.split(":")[0]
     # Labels of boxes in the right half end at the box's right edge, so they stay on the image.
     tx, anchor = (x1 * w - 3, "end") if x0 + x1 > 1.0 else (x0 * w + 3, "start")
     return (
         f'<g class="box {kind}" {attrs} data-x-min="{x0!r}" data-y-min="{y0!r}" data-x-max="{x1!r}" '
         f'data-y-max="{y1!r}"><title>{esc(label)}</title>'
         f'<rect x="{x0 * w:.2f}" y="{y0 * h:.2f}" width="{(x1 - x0) * w:.2f}" height="{(y1 - y0) * h:.2f}" '
-        f'fill="none" stroke="{colour}" stroke-width="{2 if kind == "kept" else 1.5}"{dash}/>'
-        f'<text x="{tx:.2f}" y="{ty:.2f}" text-anchor="{anchor}" class="boxlabel" fill="{colour}">{esc(label)}</text>'
-        "</g>"
+        f'fill="none" stroke="{colour}" stroke-width="{2 if kept else 1.5}"{dash}/>'
+        f'<text x="{tx:.2f}" y="{ty:.2f}" text-anchor="{anchor}" class="boxlabel{"" if kept else " other"}" '
+        f'fill="{colour}">{esc(shown)}</text></g>'
     )
 
 
@@ -448,7 +459,7 @@ def grounded_pair(index: int, row: dict[str, Any], images: dict[str, str]) -> st
         colour = CHUNK_COLOURS[i % len(CHUNK_COLOURS)]
         phrase, expression = _phrase(caption, chunk[0], chunk[1]), _phrase(caption, ref[0], ref[1])
         attrs = f'data-chunk="{i}" data-start="{int(chunk[0])}" data-end="{int(chunk[1])}" data-score="{chunk[6]!r}"'
-        parts.append(_box_svg("kept", [float(c) for c in chunk[2:6]], w, h, colour, phrase, attrs))
+        parts.append(_box_svg("kept", [float(c) for c in chunk[2:6]], (w, h), colour, phrase, attrs))
         same = expression == phrase
         legend.append(
             f'<li><span class="swatch" style="background:{colour}"></span><b>{esc(phrase)}</b>'
@@ -458,7 +469,8 @@ def grounded_pair(index: int, row: dict[str, Any], images: dict[str, str]) -> st
     for other in row.get("others", []):
         label = f"{other['outcome']}: {_phrase(caption, other['start'], other['end'])} ({float(other['score']):.2f})"
         attrs = f'data-outcome="{esc(other["outcome"])}"'
-        parts.append(_box_svg(other["outcome"], other["box"], w, h, COLOURS["other_box"], label, attrs))
+        parts.append(_box_svg(other["outcome"], other["box"], (w, h), COLOURS["other_box"], label, attrs))
+        legend.append(f'<li class="other"><span class="swatch dashed"></span>{esc(label)}</li>')
     title = f"boxes of id {row['id']}"
     overlay = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="overlay" viewBox="0 0 {w} {h}" width="{w}" height="{h}" '
