@@ -10,9 +10,10 @@ one after the other, and writes, under OUTPUT:
   ``reason``, ``detail`` and the stage's input columns;
 - ``report/funnel.json``: rows in, accepted and rejected per reason, per stage,
   and the ``statistics`` block (jobs.statistics: histograms of the accepted
-  rows, duplicate-group sizes, sample rejects);
-- ``report/report.html``: the same as a static page with inline SVG charts
-  (jobs.report), opens offline;
+  rows, duplicate-group sizes, sampled accepted, rejected and grounded pairs,
+  the committed dumps over time);
+- ``report/report.html``: the same as a static page (jobs.report): inline SVG
+  charts, the sampled pairs' thumbnails, their GRIT boxes; opens offline;
 - ``history/``: with the dedup stage, what later dumps are deduplicated
   against (jobs.stages.dedup), committed with the accepted output;
 - ``boxes/``: with the ground stage, one verdict per row of the Boxes table
@@ -228,10 +229,28 @@ class Run:
         for name, path in self.part_paths.items():
             ctx.spark.sparkContext.setJobDescription(f"write: {name} (staged, committed per dump)")
             staged[name] = (path, committer.stage(path, frames[name]) if name in frames else [])
+        funnel = [c.as_dict() for c in self.funnel]
+        per_dump = {
+            dump: {
+                "fingerprint": self.fingerprint,
+                "stages": {c.stage: c.dumps.get(dump, {"accepted": 0, "rejected": 0}) for c in self.funnel},
+                "reasons": {c.stage: dict(sorted(c.dump_reasons.get(dump, {}).items())) for c in self.funnel},
+            }
+            for dump in ctx.dumps
+        }
+        # Every committed dump over time: the earlier runs' markers, this run's dumps as it commits them.
+        markers = {**ctx.committed, **{d: {"run_id": committer.run_id, **m} for d, m in per_dump.items()}}
         # From the stored stage frames, before they are unpersisted: no stage UDF runs again.
         ctx.spark.sparkContext.setJobDescription("report: statistics")
-        funnel = [c.as_dict() for c in self.funnel]
-        statistics = report_statistics(accepted, rejected, funnel, per_reason=ctx.cfg.run.report_samples)
+        statistics, images = report_statistics(
+            accepted,
+            rejected,
+            funnel,
+            per_reason=ctx.cfg.run.report_samples,
+            config=ctx.cfg.to_dict(),
+            verdicts=frames.get("boxes"),
+            markers=markers,
+        )
         ctx.spark.sparkContext.setJobDescription(None)  # later jobs of this thread are not the report's
         for frame in ctx.cached:
             frame.unpersist()
@@ -251,15 +270,9 @@ class Run:
         for stage in self.stages:
             report.update(stage.report())
         report["statistics"] = statistics
-        files = {"funnel.json": json.dumps(report, indent=2) + "\n", "report.html": render_report(report)}
+        page = render_report(report, images)
+        files = {"funnel.json": json.dumps(report, indent=2) + "\n", "report.html": page}
         committer.stage_files(f"{ctx.output}/report", files)
-        per_dump = {
-            dump: {
-                "fingerprint": self.fingerprint,
-                "stages": {c.stage: c.dumps.get(dump, {"accepted": 0, "rejected": 0}) for c in self.funnel},
-            }
-            for dump in ctx.dumps
-        }
         self.lease.confirm()  # a run whose lease was taken over (its heartbeat stalled) must not commit
         committer.commit(staged, per_dump, (f"{ctx.output}/report", sorted(files)))
         if self.checkpoints is not None and not ctx.cfg.run.keep_checkpoints:

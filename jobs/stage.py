@@ -215,6 +215,8 @@ class StageCounts:
     reasons: dict[str, int] = field(default_factory=dict)
     # per dump: {"accepted": n, "rejected": n}
     dumps: dict[str, dict[str, int]] = field(default_factory=dict)
+    # per dump: rejected per reason (the commit markers record it; the report draws it over time)
+    dump_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -235,6 +237,7 @@ def count_stage(stage: str, rows_in: int, annotated: DataFrame) -> StageCounts:
     """
     per_reason: dict[str, int] = {}
     dumps: dict[str, dict[str, int]] = {}
+    dump_reasons: dict[str, dict[str, int]] = {}
     accepted = 0
     for r in annotated.groupBy("dump", "reason").agg(F.count(F.lit(1)).alias("n")).collect():
         side = "accepted" if r["reason"] is None else "rejected"
@@ -244,7 +247,8 @@ def count_stage(stage: str, rows_in: int, annotated: DataFrame) -> StageCounts:
             accepted += r["n"]
         else:
             per_reason[r["reason"]] = per_reason.get(r["reason"], 0) + r["n"]
-    counts = StageCounts(stage, rows_in, accepted, sum(per_reason.values()), per_reason, dumps)
+            dump_reasons.setdefault(r["dump"], {})[r["reason"]] = r["n"]
+    counts = StageCounts(stage, rows_in, accepted, sum(per_reason.values()), per_reason, dumps, dump_reasons)
     if counts.accepted + counts.rejected != rows_in:
         raise ConservationError(
             f"stage {stage}: {rows_in} rows in but {counts.accepted} accepted + "

@@ -2,27 +2,44 @@
 
 The page is checked without a browser: html.parser reads the ``data-*``
 attributes every bar carries, and they must equal funnel.json; the histogram
-counts are recomputed here with numpy over the written parquet, bin by bin.
+counts are recomputed here with numpy over the written parquet, bin by bin;
+the GRIT overlays' boxes are compared with the accepted rows'. Then headless
+Chromium (tests/browser.py) opens the demo's report: no console error, no
+request, every image decoded, a screenshot under build/.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
 import json
 import math
+import os
 import re
+import threading
 from collections import Counter
+from contextlib import redirect_stdout
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from browser import find_chromium, open_page
+from PIL import Image
+from pyspark.sql import functions as F
 
 from jobs import cli, pipeline, statistics
-from jobs.report import bin_labels, render_report, visible
+from jobs.report import CHART_WIDTH, HIST_MARGIN, bin_labels, render_report, value_position, visible
 from schemas import reasons
+from udfs.grounding import GroundConfig
+from udfs.image import ImageConfig, thumbnail
+from udfs.text_rules import TextConfig
 
+REPO = Path(__file__).resolve().parent.parent
 HOSTILE = "</svg><script>alert(1)</script>"
 
 
@@ -94,8 +111,11 @@ def expected_bars(funnel: dict) -> dict[str, dict[str, int]]:
         bars[f"hist-{h['name']}"] = {str(i): b["count"] for i, b in enumerate(h["bins"])}
     if "duplicate_groups" in stats:
         bars["duplicate-groups"] = {str(i): b["count"] for i, b in enumerate(stats["duplicate_groups"]["bins"])}
-    # an empty chart has no bars at all
-    return {chart: keys for chart, keys in bars.items() if any(keys.values())}
+    # an empty chart has no bars at all; the dumps' bars are drawn when every share is 0 too
+    bars = {chart: keys for chart, keys in bars.items() if any(keys.values())}
+    if stats.get("dumps"):
+        bars["dumps"] = {d["dump"]: d["accepted"] for d in stats["dumps"]}
+    return bars
 
 
 def assert_page_matches_funnel(funnel: dict, page: str, parsed: Page) -> None:
@@ -108,9 +128,11 @@ def assert_page_matches_funnel(funnel: dict, page: str, parsed: Page) -> None:
         assert titles[f"hist-{h['name']}"] == h["title"]
     assert ("boxes" in titles) == ("boxes" in funnel)
     assert ("duplicate-groups" in titles) == ("duplicate_groups" in funnel["statistics"])
-    # offline: nothing to fetch, nothing to run
-    assert not [t for t, a in parsed.tags if t in ("script", "link", "img", "iframe", "object", "embed")]
-    assert not [a for _, a in parsed.tags if any(k.startswith("on") or k in ("src", "href") for k in a)]
+    # offline: nothing to fetch, nothing to run; the only images are JPEG data: URIs
+    assert not [t for t, a in parsed.tags if t in ("script", "link", "iframe", "object", "embed", "image")]
+    assert not [a for _, a in parsed.tags if any(k.startswith("on") or k == "href" for k in a)]
+    assert [a for t, a in parsed.tags if "src" in a] == [a for t, a in parsed.tags if t == "img"]
+    assert all(a["src"].startswith("data:image/jpeg;base64,") for t, a in parsed.tags if t == "img")
     # URLs of the data are text; the only URL in an attribute is the SVG namespace
     assert {v for _, a in parsed.tags for k, v in a.items() if "://" in v} <= {"http://www.w3.org/2000/svg"}
     assert "url(" not in page and "@import" not in page
@@ -178,9 +200,13 @@ def last_job_id(spark) -> int:
 # --- pure: no Spark -------------------------------------------------------------------------
 
 
+# Fixed bins for the hand-made reports: 0 to 2,000 by 100 with an open last bin.
+WIDTH_BINS = dataclasses.replace(statistics.HISTOGRAMS["width"], edges=statistics.even_edges(0, 100, 20), open_end=True)
+
+
 def report_dict(**extra) -> dict:
     """A small funnel.json by hand: two stages, boxes, one histogram, duplicates, samples."""
-    hist = statistics._bins(statistics.HISTOGRAMS["width"], {0: 0, 2: 5, 20: 1, -1: 2})
+    hist = statistics._bins(WIDTH_BINS, {0: 0, 2: 5, 20: 1, -1: 2})
     dup = statistics._bins(statistics.DUPLICATE_GROUP_SIZES, {0: 3, 1: 1})
     dup.update(groups=4, rows=9, max_size=3)
     row = {"id": 7, "dump": "d1", "url": "http://x/7", "url_chars": 10, "caption": "a cat", "caption_chars": 5}
@@ -257,7 +283,7 @@ def test_empty_charts_say_no_rows():
     report = report_dict(accepted=0)
     report["stages"] = [{"stage": "ingest", "rows_in": 0, "accepted": 0, "rejected": 0, "reasons": {}}]
     del report["boxes"]
-    report["statistics"]["histograms"][0] = statistics._bins(statistics.HISTOGRAMS["width"], {})
+    report["statistics"]["histograms"][0] = statistics._bins(WIDTH_BINS, {})
     report["statistics"]["duplicate_groups"] = {
         **statistics._bins(statistics.DUPLICATE_GROUP_SIZES, {}),
         "groups": 0,
@@ -278,9 +304,190 @@ def test_bin_labels():
     assert bin_labels([2, 3, 11], open_end=True, integer=True) == ["2", "3–10", "≥11"]
     assert bin_labels([0.0, 0.05, 1.0], open_end=False, integer=False) == ["0–0.05", "0.05–1"]
     assert statistics.even_edges(1.0, 0.1, 3) == (1.0, 1.1, 1.2, 1.3)
-    closed = statistics._bins(statistics.HISTOGRAMS["box_score"], {19: 4})
+    scores = dataclasses.replace(statistics.HISTOGRAMS["box_score"], edges=statistics.even_edges(0.0, 0.05, 20))
+    closed = statistics._bins(scores, {19: 4})
     assert len(closed["bins"]) == 20 and closed["bins"][-1] == {"lo": 0.95, "hi": 1.0, "label": "0.95–1", "count": 4}
-    assert statistics._bins(statistics.HISTOGRAMS["width"], {})["bins"][-1]["hi"] is None
+    assert statistics._bins(WIDTH_BINS, {})["bins"][-1]["hi"] is None
+
+
+def test_bins_come_from_the_data():
+    # linear: a round step, every value inside, at most MAX_BINS bins
+    edges, scale = statistics.data_edges(254.0, 640.0, integer=True)
+    assert scale == "linear" and edges[0] <= 254 and edges[-1] > 640 and len(edges) - 1 <= statistics.MAX_BINS
+    assert len({round(b - a, 9) for a, b in zip(edges, edges[1:], strict=False)}) == 1 and edges[1] - edges[0] == 25
+    # small integers: one bin per value
+    assert statistics.data_edges(3.0, 16.0, integer=True) == (tuple(float(x) for x in range(3, 18)), "linear")
+    # a spread over decades: log-spaced, each bin about the same ratio
+    edges, scale = statistics.data_edges(12.0, 9000.0, integer=True)
+    assert scale == "log" and edges[0] == 12 and edges[-1] == 9001 and len(edges) - 1 <= statistics.MAX_BINS
+    ratios = [b / a for a, b in zip(edges[1:], edges[2:-1], strict=False)]
+    assert max(ratios) / min(ratios) < 1.1
+    edges, scale = statistics.data_edges(0.004, 0.99, integer=False)
+    assert scale == "log" and edges[0] == 0.004 and edges[-1] == 0.99
+    # one value only, and floats that would not land on round edges
+    ((lo, hi), _) = statistics.data_edges(4 / 3, 4 / 3, integer=False)
+    assert lo < 4 / 3 < hi and hi - lo <= 0.2
+    assert statistics.data_edges(384.0, 384.0, integer=True)[0] == (384.0, 385.0)
+    edges, _ = statistics.data_edges(0.66, 0.99, integer=False)
+    assert edges[0] <= 0.66 and edges[-1] >= 0.99 and len(edges) - 1 <= statistics.MAX_BINS
+    assert (
+        statistics.nice_step(0.0165) == 0.02 and statistics.nice_step(19.3) == 20 and statistics.nice_step(2.1) == 2.5
+    )
+
+
+def test_bounds_come_from_the_run_config():
+    config = {
+        "run": {"stages": ["text", "image"]},
+        "text": {"min_chars": 9, "max_chars": 700},
+        "image": {"min_side": 300},
+        "ground": {"min_score": 0.5},
+    }
+    spec = statistics.HISTOGRAMS["caption_length"]
+    assert statistics.bound_values(spec, config) == [
+        {"key": "text.min_chars", "value": 9.0},
+        {"key": "text.max_chars", "value": 700.0},
+    ]
+    assert statistics.bound_values(statistics.HISTOGRAMS["box_score"], config) == []  # ground did not run
+    chinese = {**config, "text": {**config["text"], "language": "zh"}, "text_zh": {"min_chars": 5, "max_chars": 256}}
+    assert [b["key"] for b in statistics.bound_values(spec, chinese)] == ["text_zh.min_chars", "text_zh.max_chars"]
+    assert statistics.bound_values(spec, None) == []
+    bounds = statistics.bound_values(spec, config)
+    # 9 is within reach of captions of 30..120 characters, 700 is not
+    assert statistics.axis_range(30.0, 120.0, bounds) == (9.0, 120.0)
+    # every bound key names a real config field, with the published value as its default
+    defaults = {"text": TextConfig(), "image": ImageConfig(), "ground": GroundConfig()}
+    keys = {key for spec in statistics.HISTOGRAMS.values() for key in spec.bounds}
+    got = {key: getattr(defaults[key.split(".")[0]], key.split(".")[1]) for key in keys}
+    assert got == {
+        "image.min_side": 200,
+        "image.max_aspect_ratio": 3.0,
+        "text.min_chars": 6,
+        "text.max_chars": 1000,
+        "text.min_words": 3,
+        "text.max_words": 256,
+        "ground.min_score": 0.65,
+    }
+
+
+def test_bounds_are_drawn_where_they_fall():
+    spec = dataclasses.replace(statistics.HISTOGRAMS["word_count"], edges=tuple(float(x) for x in range(2, 23, 2)))
+    bounds = [{"key": "text.min_words", "value": 3.0}, {"key": "text.max_words", "value": 256.0}]
+    hist = statistics._bins(spec, {0: 1, 4: 7}, bounds)
+    parsed = parse(render_report(report_dict(statistics={"histograms": [hist]})))
+    drawn = [a for t, a in parsed.tags if t == "g" and a.get("class") == "bound"]
+    assert [(a["data-bound"], float(a["data-value"])) for a in drawn] == [("text.min_words", 3.0)]
+    (line,) = [a for t, a in parsed.tags if t == "line" and a.get("stroke-dasharray")]
+    _, right, _, left = HIST_MARGIN
+    plot_w = CHART_WIDTH - left - right
+    assert float(line["x1"]) == pytest.approx(left + plot_w * value_position(3.0, list(spec.edges)), abs=0.06)
+    assert value_position(3.0, [2.0, 4.0, 6.0]) == 0.25 and value_position(7.0, [2.0, 4.0, 6.0]) is None
+    assert "Beyond the axis: text.max_words = 256." in "".join(parsed.text)
+
+
+def png_bytes(width: int, height: int, colour=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_thumbnails_are_small_jpegs_or_nothing():
+    thumb = thumbnail(png_bytes(640, 320), 128, 12_000)
+    assert (thumb.width, thumb.height) == (128, 64)
+    with Image.open(io.BytesIO(thumb.data)) as img:
+        assert img.format == "JPEG" and img.size == (128, 64)
+    assert thumbnail(png_bytes(100, 50), 128, 12_000).width == 100  # never enlarged
+    truncated = png_bytes(300, 300)[:200]
+    bomb = png_bytes(20, 20).replace((20).to_bytes(4, "big") * 2, (60000).to_bytes(4, "big") * 2, 1)
+    for bad in (None, b"", b"not an image", truncated, bomb):
+        assert thumbnail(bad, 128, 12_000) is None
+    noise = Image.effect_noise((128, 128), 100).convert("RGB")
+    buf = io.BytesIO()
+    noise.save(buf, format="PNG")
+    assert thumbnail(buf.getvalue(), 128, 500) is None  # does not fit the byte cap at any quality
+
+
+def grit_row(**extra) -> dict:
+    caption = "a red circle next to a blue square"
+    row = {
+        "id": 11,
+        "dump": "d1",
+        "caption": caption,
+        "noun_chunks": [[0, 12, 0.1, 0.2, 0.45, 0.7, 0.9], [22, 35, 0.5, 0.25, 0.95, 0.8, 0.8]],
+        "ref_exps": [[0, 35, 0.1, 0.2, 0.45, 0.7, 0.9], [22, 35, 0.5, 0.25, 0.95, 0.8, 0.8]],
+        "width": 400,
+        "height": 200,
+        "thumbnail": None,
+        "others": [{"outcome": "below-score", "start": 22, "end": 35, "box": [0.0, 0.0, 0.3, 0.3], "score": 0.4}],
+    }
+    row.update(extra)
+    return row
+
+
+def overlay_boxes(parsed: Page) -> dict[str, list[dict[str, str]]]:
+    """The boxes of each GRIT overlay, by the pair's id."""
+    out: dict[str, list[dict[str, str]]] = {}
+    current = None
+    for tag, attrs in parsed.tags:
+        if tag == "svg":
+            current = attrs.get("data-id") if attrs.get("class") == "overlay" else None
+        elif tag == "g" and "box" in attrs.get("class", "").split() and current is not None:
+            out.setdefault(current, []).append(attrs)
+    return out
+
+
+def test_grit_overlay_draws_each_box_in_its_chunk_colour():
+    stats = {"histograms": [], "grounded": {"size": 8, "others_per_outcome": 2, "rows": [grit_row()]}}
+    page = render_report(report_dict(statistics=stats))
+    parsed = parse(page)
+    (boxes,) = overlay_boxes(parsed).values()
+    kept = [b for b in boxes if b["class"] == "box kept"]
+    assert [[float(b[k]) for k in ("data-x-min", "data-y-min", "data-x-max", "data-y-max")] for b in kept] == [
+        c[2:6] for c in grit_row()["noun_chunks"]
+    ]
+    rects = [a for t, a in parsed.tags if t == "rect" and a.get("fill") == "none"]
+    assert [float(r["x"]) for r in rects[:2]] == pytest.approx([0.1 * 256, 0.5 * 256], abs=0.01)
+    assert len({r["stroke"] for r in rects[:2]}) == 2  # one colour per chunk
+    assert [b["data-outcome"] for b in boxes if b["class"] != "box kept"] == ["below-score"]
+    assert rects[2].get("stroke-dasharray") and not rects[0].get("stroke-dasharray")
+    text = "".join(parsed.text)
+    assert "a red circle" in text and "a red circle next to a blue square" in text  # chunk and its expression
+    assert "no image bytes in this run" in text  # no thumbnail: a grey frame, never a remote image
+    # entries the view cannot draw are left out, not a crash
+    broken = grit_row(
+        noun_chunks=[[0, 12, None, 0.2, 0.4, 0.7, 0.9], [0, 5, 0.1], grit_row()["noun_chunks"][1]], ref_exps=None
+    )
+    stats["grounded"]["rows"] = [broken]
+    (boxes,) = overlay_boxes(parse(render_report(report_dict(statistics=stats)))).values()
+    assert [b["data-start"] for b in boxes if b["class"] == "box kept"] == ["22"]
+
+
+def test_dumps_over_time_from_markers():
+    markers = {
+        "2026-02": {
+            "run_id": "r2",
+            "committed_at": "2026-02-02T00:00:00Z",
+            "stages": {"text": {"accepted": 6, "rejected": 4}, "ingest": {"accepted": 10, "rejected": 0}},
+            "reasons": {"ingest": {}, "text": {"text-too-short": 3, "text-no-noun": 1}},
+        },
+        "2026-01": {  # written before markers recorded reasons
+            "run_id": "r1",
+            "committed_at": "2026-01-02T00:00:00Z",
+            "stages": {"ingest": {"accepted": 8, "rejected": 2}, "text": {"accepted": 5, "rejected": 3}},
+        },
+    }
+    dumps = statistics.dumps_over_time(markers)
+    assert [(d["dump"], d["rows_in"], d["accepted"]) for d in dumps] == [("2026-01", 10, 5), ("2026-02", 10, 6)]
+    assert dumps[0]["reasons"] is None and dumps[1]["reasons"]["text"] == {"text-too-short": 3, "text-no-noun": 1}
+    assert len(statistics.dumps_over_time(markers, shown=1)) == 1
+    report = report_dict()
+    report["statistics"]["dumps"] = dumps
+    page = render_report(report)
+    parsed = parse(page)
+    assert_page_matches_funnel(report, page, parsed)
+    assert parsed.bars["dumps"] == {"2026-01": 5, "2026-02": 6}
+    text = "".join(parsed.text)
+    assert "per stage only: ingest 2, text 3" in text and "text/text-too-short 3, text/text-no-noun 1" in text
+    assert "50.0%" in text and "60.0%" in text
 
 
 # --- Spark ----------------------------------------------------------------------------------
@@ -288,7 +495,7 @@ def test_bin_labels():
 
 @pytest.mark.spark
 def test_bin_index_agrees_with_numpy_at_the_edges(spark):
-    spec = statistics.HISTOGRAMS["aspect_ratio"]
+    spec = statistics.HistogramSpec("aspect_ratio", "ratio", statistics.even_edges(1.0, 0.1, 20), open_end=True)
     values = [1.0, 1.1, 1.3, 13 / 10, 1.2999999, 2.95, 3.0, 3.5, 0.99, float("nan"), None, 1e300]
     df = spark.createDataFrame([(v,) for v in values], "x double")
     got = [r["b"] for r in df.select(statistics.bin_index(df["x"], spec).alias("b")).collect()]
@@ -302,7 +509,7 @@ def test_bin_index_agrees_with_numpy_at_the_edges(spark):
         else:
             want.append(int(np.searchsorted(edges, v, side="right") - 1))
     assert got == want
-    closed = statistics.HISTOGRAMS["box_score"]
+    closed = statistics.HistogramSpec("box_score", "scores", statistics.even_edges(0.0, 0.05, 20))
     df = spark.createDataFrame([(v,) for v in (0.0, 0.65, 1.0, 1.01, -0.1)], "x double")
     got = [r["b"] for r in df.select(statistics.bin_index(df["x"], closed).alias("b")).collect()]
     assert got == [0, 13, 19, statistics.OUTSIDE_BIN, statistics.OUTSIDE_BIN]
@@ -324,20 +531,35 @@ def test_text_run_report_matches_funnel_and_parquet(spark, tmp_path, monkeypatch
     plans = []
     real = pipeline.report_statistics
 
-    def recording(accepted, rejected, stages, per_reason):
+    def recording(accepted, rejected, stages, **kwargs):
         plans.extend([accepted._jdf.queryExecution().withCachedData(), rejected._jdf.queryExecution().withCachedData()])
-        return real(accepted, rejected, stages, per_reason=per_reason)
+        return real(accepted, rejected, stages, **kwargs)
 
     monkeypatch.setattr(pipeline, "report_statistics", recording)
     first_job = last_job_id(spark)
-    assert pipeline.main(["--input", str(path), "--output", str(out), "--stages", "text"]) == 0
+    argv = ["--input", str(path), "--output", str(out), "--stages", "text", "--set", "text.max_words=30"]
+    assert pipeline.main(argv) == 0
     printed = capsys.readouterr().out
     assert f"funnel:   {out}/report/funnel.json\nreport:   {out}/report/report.html\n" in printed
 
     funnel, page, parsed = read_report(out)
     assert_page_matches_funnel(funnel, page, parsed)
     assert check_histograms(funnel, out / "accepted") == {"caption_length", "word_count"}
-    assert [s["data-chart"] for s in parsed.svgs] == ["funnel", "hist-caption_length", "hist-word_count"]
+    assert [s["data-chart"] for s in parsed.svgs] == ["funnel", "hist-caption_length", "hist-word_count", "dumps"]
+    # the bounds drawn are the run's config: text.max_words as set, the others their defaults
+    hists = {h["name"]: h for h in funnel["statistics"]["histograms"]}
+    assert hists["word_count"]["bounds"] == [
+        {"key": "text.min_words", "value": TextConfig().min_words},
+        {"key": "text.max_words", "value": 30.0},
+    ]
+    drawn = {a["data-bound"]: float(a["data-value"]) for t, a in parsed.tags if a.get("class") == "bound"}
+    assert drawn["text.max_words"] == 30.0 and drawn["text.min_words"] == TextConfig().min_words
+    # no image bytes in a text run: every gallery card is text
+    assert not [t for t, _ in parsed.tags if t == "img"]
+    cards = [a for t, a in parsed.tags if t == "figure" and a.get("class") == "card"]
+    assert len(cards) == len(funnel["statistics"]["gallery"]["rows"]) + sum(
+        len(g["rows"]) for g in funnel["statistics"]["samples"]["groups"]
+    )
 
     # samples: every (stage, reason) of the funnel, the hostile caption only escaped, the long one cut
     samples = funnel["statistics"]["samples"]
@@ -401,22 +623,32 @@ def test_no_accepted_rows_and_no_rejects_still_give_a_report(spark, tmp_path):
     assert "no rejected rows" in "".join(parsed.text)
 
 
-@pytest.mark.spark
-def test_demo_report_images_duplicates_and_boxes(spark, tmp_path, capsys):
-    """The demo on 100 rows (images from 127.0.0.1, dedup, detect + ground): every chart."""
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo_report(spark, tmp_path_factory):
+    """The demo on 100 rows (images from 127.0.0.1, kept bytes, dedup, detect + ground): its output
+    folder, what it printed, and the descriptions of its Spark jobs."""
+    out = tmp_path_factory.mktemp("report") / "demo"
     first_job = last_job_id(spark)
-    assert cli.main(["demo", "--output", str(out), "--rows", "100"]) == 0
-    descriptions = job_descriptions(spark, first_job)
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        assert cli.main(["demo", "--output", str(out), "--rows", "100"]) == 0
+    return out, printed.getvalue(), job_descriptions(spark, first_job)
+
+
+@pytest.mark.spark
+def test_demo_report_images_duplicates_and_boxes(demo_report):
+    """Every chart of the demo's report, its numbers recomputed from the parquet."""
+    out, printed, descriptions = demo_report
     assert None not in descriptions
     stages = {"ingest", "text", "image", "dedup", "detect", "ground", "write", "report"}
     assert {d.split(":")[0] for d in descriptions} == stages
-    assert f"report:   {out}/report/report.html" in capsys.readouterr().out
+    assert f"report:   {out}/report/report.html" in printed
     funnel, page, parsed = read_report(out)
     assert_page_matches_funnel(funnel, page, parsed)
     names = check_histograms(funnel, out / "accepted")
     assert names == {"width", "height", "aspect_ratio", "caption_length", "word_count", "box_score"}
     titles = [s["aria-label"] for s in parsed.svgs]
+    grounded = funnel["statistics"]["grounded"]["rows"]
     assert titles == [
         "Funnel: rows per stage and reason",
         "Boxes table: verdicts",
@@ -427,7 +659,16 @@ def test_demo_report_images_duplicates_and_boxes(spark, tmp_path, capsys):
         "Word count",
         "Box scores (noun_chunks)",
         "Duplicate group sizes",
+        *[f"boxes of id {r['id']}" for r in grounded],
+        "Accepted share per dump",
     ]
+    # the published bounds, from the run's config, on the charts whose stage ran
+    cfg = funnel["config"]
+    drawn = {(a["data-chart"], a["data-bound"]): float(a["data-value"]) for _, a in parsed.tags if "data-bound" in a}
+    assert drawn[("hist-width", "image.min_side")] == cfg["image"]["min_side"]
+    assert drawn[("hist-aspect_ratio", "image.max_aspect_ratio")] == cfg["image"]["max_aspect_ratio"]
+    assert drawn[("hist-box_score", "ground.min_score")] == cfg["ground"]["min_score"]
+    assert drawn[("hist-word_count", "text.min_words")] == cfg["text"]["min_words"]
     scores = {h["name"]: h for h in funnel["statistics"]["histograms"]}["box_score"]
     assert sum(b["count"] for b in scores["bins"]) > funnel["accepted"]  # several boxes per pair
 
@@ -442,3 +683,247 @@ def test_demo_report_images_duplicates_and_boxes(spark, tmp_path, capsys):
     # samples for every reason, images' rejects included
     groups = {(g["stage"], g["reason"]) for g in funnel["statistics"]["samples"]["groups"]}
     assert ("image", reasons.LOW_RESOLUTION) in groups and ("dedup", reasons.DUPLICATE_PAIR) in groups
+
+
+@pytest.mark.spark
+def test_galleries_sample_by_id_and_show_bad_bytes_as_text(spark):
+    from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
+
+    schema = StructType(
+        [StructField(c, LongType() if c == "id" else StringType()) for c in ("id", "dump", "url", "caption")]
+        + [StructField("image", BinaryType())]
+    )
+    images = [png_bytes(300, 200), b"\xff\xd8 not a jpeg", None, png_bytes(200, 600, (20, 90, 200)), b""]
+    rows = [(i * 7 + 1, "d1", f"http://example.com/{i}.jpg", f"caption {i}", data) for i, data in enumerate(images)]
+    frame = spark.createDataFrame(rows, schema)
+    budget = statistics.Images()
+    got = statistics.sample_accepted(frame, budget, n=4)
+    # the 4 ids with the smallest hash, in that order, computed apart
+    order = frame.select("id", (F.pmod(F.xxhash64("id"), F.lit(1 << 31))).alias("u")).orderBy("u", "id").limit(4)
+    assert [r["id"] for r in got] == [r["id"] for r in order.collect()]
+    with_image = {r["id"] for r in got if r["thumbnail"]}
+    assert with_image == {rid for rid, _, _, _, data in rows if data and data.startswith(b"\x89PNG")} & {
+        r["id"] for r in got
+    }
+    for key, text in budget.data.items():
+        with Image.open(io.BytesIO(base64.b64decode(text))) as img:
+            assert img.format == "JPEG" and max(img.size) <= statistics.THUMBNAIL_SIDE, key
+    page = render_report(report_dict(statistics={"histograms": [], "gallery": {"size": 4, "rows": got}}), budget.data)
+    parsed = parse(page)
+    imgs = [a for t, a in parsed.tags if t == "img"]
+    assert len(imgs) == len(with_image) and all(a["src"].startswith("data:image/jpeg;base64,") for a in imgs)
+    text = "".join(parsed.text)
+    assert all(r["url"] in text for r in got if not r["thumbnail"])  # text cards: the URL as text
+    # a budget that holds one image: the rest become text cards
+    one = statistics.Images(budget=len(next(iter(budget.data.values()))))
+    assert sum(1 for r in statistics.sample_accepted(frame, one, n=4) if r["thumbnail"]) == 1
+
+    # rejects: a thumbnail only where the row has bytes, a sample per reason
+    rejected = frame.withColumn("stage", F.lit("dedup")).withColumn("detail", F.lit("why"))
+    rejected = rejected.withColumn("reason", F.when(F.col("id") < 15, "duplicate-pair").otherwise("near-duplicate"))
+    counts = {(r["stage"], r["reason"]): r["count"] for r in rejected.groupBy("stage", "reason").count().collect()}
+    groups = statistics.sample_rejects(rejected, counts, per_reason=2, images=statistics.Images())
+    assert {(g["stage"], g["reason"]): len(g["rows"]) for g in groups} == {k: min(n, 2) for k, n in counts.items()}
+    for group in groups:
+        for row in group["rows"]:
+            data = images[(row["id"] - 1) // 7]
+            assert (row["thumbnail"] is not None) == bool(data and data.startswith(b"\x89PNG")), row["id"]
+
+
+@pytest.mark.spark
+def test_dumps_over_time_across_incremental_runs(spark, tmp_path):
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    captions = {
+        "d1": ["a red bike leaning on the old stone wall", "tiny", "the old wooden house near the river"],
+        "d2": ["two dogs playing with a ball in the park", "no", "x y", "a bowl of fresh fruit on a table"],
+    }
+    argv = ["--input", str(crawl), "--output", str(out), "--incremental", "--stages", "text"]
+    for dump, texts in captions.items():
+        (crawl / f"dump={dump}").mkdir(parents=True)
+        rows = [{"url": f"http://x/{dump}/{i}", "caption": c} for i, c in enumerate(texts)]
+        pq.write_table(pa.Table.from_pylist(rows), crawl / f"dump={dump}" / "part.parquet")
+        assert pipeline.main(argv) == 0
+    funnel, page, parsed = read_report(out)
+    assert funnel["dumps"] == ["d2"]  # the second run read d2 only
+    assert_page_matches_funnel(funnel, page, parsed)
+    dumps = {d["dump"]: d for d in funnel["statistics"]["dumps"]}
+    marker = json.loads((out / "_commits" / "dump=d1.json").read_text())
+    assert dumps["d1"]["committed_at"] == marker["committed_at"] and dumps["d1"]["run_id"] == marker["run_id"]
+    assert dumps["d2"]["committed_at"] is None and dumps["d2"]["run_id"] == funnel["run_id"]
+    accepted = pq.read_table(out / "accepted").to_pandas()
+    rejected = pq.read_table(out / "rejected").to_pandas()
+    for dump, texts in captions.items():
+        assert dumps[dump]["rows_in"] == len(texts)
+        assert dumps[dump]["accepted"] == int((accepted["dump"] == dump).sum())
+        mine = rejected[rejected["dump"] == dump]
+        recorded = {(s, r): n for s, per in dumps[dump]["reasons"].items() for r, n in per.items()}
+        assert recorded == Counter(zip(mine["stage"], mine["reason"], strict=True))
+    assert parsed.bars["dumps"] == {"d1": 2, "d2": 2}
+
+
+def galleries(parsed: Page) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """The cards of each gallery, ``("accepted", "")`` or ``(stage, reason)``, each card's attributes
+    with the ``src`` of its image (if any) under ``img``."""
+    out: dict[tuple[str, str], list[dict[str, str]]] = {}
+    current = None
+    for tag, attrs in parsed.tags:
+        if tag == "div" and "data-gallery" in attrs:
+            current = (
+                ("accepted", "") if attrs["data-gallery"] == "accepted" else (attrs["data-stage"], attrs["data-reason"])
+            )
+            out[current] = []
+        elif tag == "figure" and attrs.get("class") == "card":
+            out[current].append(dict(attrs))
+        elif tag == "img" and current is not None and out[current]:
+            out[current][-1]["img"] = attrs["src"]
+    return out
+
+
+@pytest.mark.spark
+def test_demo_galleries_show_the_images(demo_report):
+    out, _, _ = demo_report
+    funnel, page, parsed = read_report(out)
+    stats = funnel["statistics"]
+    shown = galleries(parsed)
+    per_reason = stats["samples"]["per_reason"]
+    expected = {(s["stage"], r): min(n, per_reason) for s in funnel["stages"] for r, n in s["reasons"].items()}
+    assert {k: len(v) for k, v in shown.items() if k[0] != "accepted"} == expected
+    assert len(shown[("accepted", "")]) == min(statistics.GALLERY_ACCEPTED, funnel["accepted"])
+    # the demo keeps its images: every accepted card and every reject after the image stage has one
+    assert all("img" in c for c in shown[("accepted", "")])
+    after_image = [c for (stage, _), cards in shown.items() if stage in ("dedup", "ground") for c in cards]
+    assert after_image and all("img" in c for c in after_image)
+    assert not [c for (stage, _), cards in shown.items() if stage in ("ingest", "text") for c in cards if "img" in c]
+    # every image is a JPEG data: URI of at most 128 px (GRIT's at most 256), nothing remote
+    srcs = [a["src"] for t, a in parsed.tags if "src" in a]
+    assert srcs and all(src.startswith("data:image/jpeg;base64,") for src in srcs)
+    for src in srcs:
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as img:
+            assert img.format == "JPEG" and max(img.size) <= statistics.GRIT_SIDE
+    for card in shown[("accepted", "")]:
+        with Image.open(io.BytesIO(base64.b64decode(card["img"].split(",", 1)[1]))) as img:
+            assert max(img.size) <= statistics.THUMBNAIL_SIDE
+    # the accepted sample is the rows with the smallest hash of their id
+    accepted = pq.read_table(out / "accepted", columns=["id"]).to_pandas()
+    hashed = spark_hash_order(accepted["id"].tolist())
+    assert [int(c["data-id"]) for c in shown[("accepted", "")]] == hashed[: statistics.GALLERY_ACCEPTED]
+    # the page's size: the images within their budget, the rest is text
+    assert stats["images"]["base64_chars"] <= statistics.IMAGE_BUDGET
+    assert len(page.encode()) < statistics.IMAGE_BUDGET + 1_000_000
+
+
+def spark_hash_order(ids: list[int]) -> list[int]:
+    """``ids`` in the order of ``pmod(xxhash64(id), 2^31)`` (then id), as Spark computes it."""
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    frame = spark.createDataFrame([(i,) for i in ids], "id long")
+    ordered = frame.select("id", F.pmod(F.xxhash64("id"), F.lit(1 << 31)).alias("u")).orderBy("u", "id")
+    return [r["id"] for r in ordered.collect()]
+
+
+@pytest.mark.spark
+def test_demo_grit_overlay_boxes_are_the_accepted_rows_boxes(demo_report):
+    out, _, _ = demo_report
+    funnel, page, parsed = read_report(out)
+    accepted = pq.read_table(out / "accepted", columns=["id", "dump", "noun_chunks", "caption"]).to_pandas()
+    chunks = {str(r.id): [list(c) for c in r.noun_chunks] for r in accepted.itertuples()}
+    drawn = overlay_boxes(parsed)
+    grounded = funnel["statistics"]["grounded"]["rows"]
+    assert len(grounded) == min(statistics.GRIT_SAMPLE, funnel["accepted"]) and set(drawn) == {
+        str(r["id"]) for r in grounded
+    }
+    corners = ("data-x-min", "data-y-min", "data-x-max", "data-y-max")
+    for pair_id, boxes in drawn.items():
+        kept = [b for b in boxes if b["class"] == "box kept"]
+        assert [
+            [int(b["data-start"]), int(b["data-end"]), *(float(b[k]) for k in corners), float(b["data-score"])]
+            for b in kept
+        ] == chunks[pair_id]
+        assert len({b["data-chunk"] for b in kept}) == len(kept)
+    # the overlay sits on the image: rect coordinates are the box times the thumbnail's size
+    frames = {a["data-id"]: (int(a["width"]), int(a["height"])) for t, a in parsed.tags if a.get("class") == "overlay"}
+    rects = [a for t, a in parsed.tags if t == "rect" and a.get("fill") == "none"]
+    boxes = [b for bs in drawn.values() for b in bs]
+    owners = [pid for pid, bs in drawn.items() for _ in bs]
+    assert len(rects) == len(boxes)
+    for rect, box, pid in zip(rects, boxes, owners, strict=True):
+        w, h = frames[pid]
+        assert float(rect["x"]) == pytest.approx(float(box["data-x-min"]) * w, abs=0.01)
+        assert float(rect["height"]) == pytest.approx(
+            (float(box["data-y-max"]) - float(box["data-y-min"])) * h, abs=0.02
+        )
+        assert bool(rect.get("stroke-dasharray")) == (box["class"] != "box kept")
+    # a few boxes the stage did not keep, dashed, as the box verdicts have them
+    verdicts = pq.read_table(out / "boxes").to_pandas()
+    others = [(pid, b) for pid, bs in drawn.items() for b in bs if b["class"] != "box kept"]
+    assert others, "the demo has below-score boxes on accepted pairs"
+    for pid, b in others:
+        mine = verdicts[(verdicts["id"] == int(pid)) & (verdicts["outcome"] == b["data-outcome"])]
+        got = [float(b[k]) for k in corners]
+        assert any(np.allclose(got, [v.x_min, v.y_min, v.x_max, v.y_max]) for v in mine.itertuples()), (pid, got)
+
+
+@pytest.mark.spark
+def test_demo_report_in_headless_chromium(demo_report):
+    executable = chromium()
+    out, _, _ = demo_report
+    report = (out / "report" / "report.html").resolve()
+    check = open_page(executable, report.as_uri())
+    assert check.console_errors == []
+    # nothing fetched: the page itself, and its data: images (Chromium reports them as requests too)
+    assert [u for u in check.requests if u != report.as_uri() and not u.startswith("data:")] == []
+    _, page, parsed = read_report(out)
+    assert len(check.images) == len([t for t, _ in parsed.tags if t == "img"]) > 0
+    assert [i for i in check.images if not (i["complete"] and i["naturalWidth"] > 0)] == []
+    shot = REPO / "build" / "report-screenshot.png"
+    shot.parent.mkdir(exist_ok=True)
+    shot.write_bytes(check.screenshot)
+    with Image.open(shot) as img:
+        assert img.format == "PNG" and img.size[0] >= 1000 and img.size[1] == check.size[1] > 2000
+
+
+def chromium() -> str:
+    """The browser, or a skip saying how to get it (a failure where CI asks for it: .ci/run sets
+    WINNOW_REQUIRE_CHROMIUM=1 after installing it)."""
+    executable = find_chromium()
+    if executable is None:
+        why = "no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)"
+        if os.environ.get("WINNOW_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return executable
+
+
+class _Remote(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = png_bytes(4, 4)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_browser_check_sees_requests_errors_and_broken_images(tmp_path):
+    """The same check on a page that breaks each rule: it must report all of them."""
+    executable = chromium()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Remote)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = f"http://127.0.0.1:{server.server_port}/x.png"
+        bad = tmp_path / "bad.html"
+        bad.write_text(
+            f'<!DOCTYPE html><html><body><img src="{remote}"><img src="data:image/jpeg;base64,AAAA">'
+            '<script>console.error("planted")</script></body></html>'
+        )
+        check = open_page(executable, bad.as_uri())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert remote in check.requests
+    assert any("planted" in e for e in check.console_errors)
+    assert [i["naturalWidth"] for i in check.images] == [4, 0]

@@ -293,3 +293,46 @@ def encode_resized(img: Image.Image, rules: ImageConfig) -> bytes:
     buf = io.BytesIO()
     out.save(buf, format="JPEG", quality=rules.encode_quality)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A small JPEG of an image for the report, and its size in pixels."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+# What a report thumbnail may cost: the pixels decoded for it (a bomb stays a header read), its
+# encoded size (re-encoded at lower qualities until it fits, else no thumbnail).
+THUMBNAIL_MAX_PIXELS = 50_000_000
+THUMBNAIL_QUALITIES = (75, 55, 35)
+
+
+def thumbnail(data: bytes | None, max_side: int, max_bytes: int) -> Thumbnail | None:
+    """``data`` shrunk to at most ``max_side`` pixels a side, upright, as a JPEG of at most
+    ``max_bytes``; None when there are no bytes, Pillow cannot decode them or they do not fit.
+    Never raises."""
+    if not data:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width <= 0 or height <= 0 or width * height > THUMBNAIL_MAX_PIXELS:
+                    return None
+                img.draft("RGB", (max_side, max_side))  # JPEG: decode at a fraction of the size
+                turned = img.getexif().get(EXIF_ORIENTATION, 1) not in (None, 1)
+                upright = (ImageOps.exif_transpose(img) or img) if turned else img
+                small = to_rgb(upright)
+                small.thumbnail((max_side, max_side), Image.Resampling.BOX)
+                for quality in THUMBNAIL_QUALITIES:
+                    buf = io.BytesIO()
+                    small.save(buf, format="JPEG", quality=quality)
+                    if buf.tell() <= max_bytes:
+                        return Thumbnail(buf.getvalue(), small.width, small.height)
+        except Exception:  # hostile bytes: the report shows the row as text
+            return None
+    return None

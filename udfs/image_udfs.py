@@ -1,4 +1,4 @@
-"""The image stage's Spark wrapper: a ``mapInArrow`` function over pair rows.
+"""The image stage's Spark wrapper: a ``mapInArrow`` function over pair rows; the report's thumbnail UDF.
 
 Each input row passes through unchanged with the ``IMAGE_VERDICT`` columns
 appended. Rows are fetched (or read from the ``image_input`` column) on a
@@ -14,10 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
 
 from schemas import reasons
 from udfs.fetch import FetchConfig, get_fetcher, host_key, map_bounded
-from udfs.image import ImageConfig, ImageVerdict, inspect_image, rejected
+from udfs.image import ImageConfig, ImageVerdict, inspect_image, rejected, thumbnail
 
 # Images decoded at once per Python worker (= per task). Decoding is CPU work, so one per
 # core is all the CPU can use; the fetch threads overlap only their network waits. This
@@ -131,3 +134,24 @@ def image_mapper(
             yield from emit(done)
 
     return run
+
+
+THUMBNAIL_TYPE = StructType(
+    [
+        StructField("data", BinaryType(), False),
+        StructField("width", IntegerType(), False),
+        StructField("height", IntegerType(), False),
+    ]
+)
+
+
+def thumbnail_udf(max_side: int, max_bytes: int) -> Callable[..., Column]:
+    """A Spark UDF: image bytes -> ``THUMBNAIL_TYPE`` (null when there is none; ``udfs.image.thumbnail``).
+
+    Row at a time on purpose: the report applies it to a few dozen sampled rows only."""
+
+    def one(data):  # no annotations: pyspark 4 reads a UDF's hints to guess a pandas UDF, and warns
+        thumb = thumbnail(data, max_side, max_bytes)
+        return None if thumb is None else (thumb.data, thumb.width, thumb.height)
+
+    return F.udf(one, THUMBNAIL_TYPE)
