@@ -1,10 +1,11 @@
 """Benchmark: full-size image bytes through `winnow run` in the default heap, with and without bounded row groups.
 
 An img2dataset ``--resize_mode no`` parquet (the original JPEG bytes in ``jpg``; two
-files, each one row group as pyarrow writes it) of at least 300 MB, generated once
-under build/. Each variant is one ``winnow run --input-format img2dataset-parquet
---stages image`` in its own process with Spark's defaults (local mode: one JVM of
-``spark.driver.memory`` = 1 GB runs driver and executor):
+shard files in row groups of 100 samples, as img2dataset's parquet writer buffers
+them) of at least 300 MB, generated once under build/. Each variant is one
+``winnow run --input-format img2dataset-parquet --stages image`` in its own
+process with Spark's defaults (local mode: one JVM of ``spark.driver.memory`` =
+1 GB runs driver and executor):
 
 - ``bounded``: the defaults, ``run.row_group_bytes`` = 32 MiB;
 - ``parquet-default``: ``run.row_group_bytes = 0``, Parquet's 128 MiB row groups
@@ -77,21 +78,25 @@ def make_input(folder: Path, images: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     half = len(rows) // 2
     for n, part in enumerate((rows[:half], rows[half:])):
-        pq.write_table(pa.Table.from_pylist(part), folder / f"{n:05d}.parquet")
+        pq.write_table(pa.Table.from_pylist(part), folder / f"{n:05d}.parquet", row_group_size=100)
         (folder / f"{n:05d}_stats.json").write_text(json.dumps({"count": len(part)}))
     return total
 
 
 def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
+    """Every process below ``pid`` (the JVM, the Python workers it forks), from /proc's parent links."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out += [int(c) for c in children]
-        todo += [int(c) for c in children]
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        out += children
+        todo += children
     return out
 
 
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse(argv)
     folder = benchlib.BUILD / f"memory-input-{args.rows}"
     marker = folder / benchlib.MARKER
-    want = {"images": args.rows, "version": 1}
+    want = {"images": args.rows, "version": 2}
     if benchlib.cached_marker(marker, want) is None:
         total = make_input(folder, args.rows)
         marker.write_text(json.dumps({**want, "bytes": total}))

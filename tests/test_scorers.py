@@ -275,7 +275,7 @@ def ids_of(captions: list[str]) -> np.ndarray:
 
 def test_score_needs_the_kept_images() -> None:
     sets = ["run.stages=text,image,score", "score.nsfw_model=/m.onnx"]
-    with pytest.raises(ConfigError, match=r"^image\.keep_bytes: the score stage reads the kept images"):
+    with pytest.raises(ConfigError, match=r"^image\.keep_bytes: the score stage's models read the kept images"):
         load_config(sets=sets)
     with pytest.raises(ConfigError, match=r"^image\.keep_bytes"):
         load_config(sets=["run.stages=text,score", "score.nsfw_model=/m.onnx", "image.keep_bytes=true"])
@@ -286,10 +286,9 @@ def test_score_needs_the_kept_images() -> None:
 @pytest.mark.parametrize(
     "sets, start",
     [
-        ([], "score: the score stage has no scorer"),
+        # no scorer, or a similarity filter without a CLIP model, may read the input's own columns:
+        # checked against the pairs' columns before any data is read (tests/test_score_columns.py)
         (["score.clip_image_model=/i.onnx"], "score.clip_image_model: CLIP similarity needs all three"),
-        (["score.nsfw_model=/m.onnx", "score.min_similarity=0.28"], "score.min_similarity: filters on image-text"),
-        (["score.nsfw_model=/m.onnx", "score.top_fraction=0.3"], "score.top_fraction: filters on image-text"),
         (["score.nsfw_model=/m.onnx", "score.top_fraction=0"], "score.top_fraction: must be within (0, 1]"),
         (["score.nsfw_model=/m.onnx", "score.provider=rocm"], "score.provider: 'rocm' is not one of cpu, cuda"),
         (["score.nsfw_model=/m.onnx", "score.nsfw_name=Bad-Name"], "score.nsfw_name: 'Bad-Name' is not"),

@@ -473,6 +473,8 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
 
 _RECAP = "_recap_caption"
 
+# Rows per vectorized Parquet batch when reading a source whose rows carry image bytes.
+BYTES_READER_BATCH_ROWS = 16
 # Formats whose pairs take an integral ``id`` column as their id when --id-col names none.
 DEFAULT_ID_FORMATS = ("parquet", "csv", "tsv", "jsonl", "img2dataset-parquet")
 # Where a row was read from (file and row index, or tar and member key), for the ids of rows without one.
@@ -544,6 +546,13 @@ class IngestStage(Stage):
 
     def preflight(self) -> None:
         self.input_format = resolve_format(self.ctx.input_path, self.cfg.ingest.input_format)
+
+    def spark_conf(self) -> dict[str, str]:
+        if self.input_format != "img2dataset-parquet":
+            return {}
+        # Its rows hold image bytes, full-size with --resize_mode no, in the row groups img2dataset wrote
+        # (one per shard): the vectorized reader's batch (4,096 rows) would hold a whole one a second time.
+        return {"spark.sql.parquet.columnarReaderBatchSize": str(BYTES_READER_BATCH_ROWS)}
 
     def fingerprint(self) -> Any:
         ctx = self.ctx

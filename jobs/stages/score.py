@@ -569,7 +569,7 @@ class ScoreStage(Stage):
 
     def validate(self) -> None:
         require(
-            not self.cfg.score.has_models or self.cfg.image.keep_bytes,
+            not self.cfg.score.has_models or ("image" in self.cfg.run.stages and self.cfg.image.keep_bytes),
             "image.keep_bytes",
             "the score stage's models read the kept images: run the image stage with image.keep_bytes = true "
             "(--stages text,image,score --set image.keep_bytes=true)",
