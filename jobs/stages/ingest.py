@@ -76,7 +76,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, IntegralType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, IntegralType, LongType, StringType, StructField, StructType
 
 from jobs.errors import WinnowError
 from jobs.stage import Stage, accepted_rows, rejected_rows
@@ -236,7 +236,7 @@ def read_source(
     cfg = cfg or IngestConfig()
     base = None if folders is None else path
     if input_format == "webdataset":
-        return read_webdataset(spark, paths, cfg, base)
+        return with_json_id(read_webdataset(spark, paths, cfg, base), cfg)
     if input_format == "taisu":
         tars = read_webdataset(spark, paths, cfg, base)
         return taisu.read_taisu(
@@ -474,7 +474,7 @@ def with_pair_columns(raw: DataFrame, input_format: str, cfg: IngestConfig) -> D
 _RECAP = "_recap_caption"
 
 # Formats whose pairs take an integral ``id`` column as their id when --id-col names none.
-DEFAULT_ID_FORMATS = ("parquet", "csv", "tsv", "jsonl", "img2dataset-parquet")
+DEFAULT_ID_FORMATS = ("parquet", "csv", "tsv", "jsonl", "img2dataset-parquet", "webdataset")
 # Where a row was read from (file and row index, or tar and member key), for the ids of rows without one.
 ROW_ORIGIN = "_winnow_row_origin"
 FILE_FORMATS = (*PARQUET_FORMATS, "img2dataset-parquet", "csv", "tsv", "jsonl")
@@ -491,6 +491,20 @@ def default_id_column(raw: DataFrame, input_format: str) -> str | None:
         if isinstance(kind, IntegralType) or (input_format in ("csv", "tsv") and kind == StringType())
         else None
     )
+
+
+_JSON_ID = StructType([StructField("id", LongType(), True)])
+
+
+def with_json_id(samples: DataFrame, cfg: IngestConfig) -> DataFrame:
+    """WebDataset samples with an ``id`` column: the ``id`` of each sample's ``.json`` when it is a
+    JSON integer that fits 64 bits (winnow's export writes the pair's id there), else null (the URL's
+    hash then). Left as read when ``--id-col`` names the id, or a column is already called id."""
+    if cfg.id_col or any(c.lower() == "id" for c in samples.columns):
+        return samples
+    # A 64-bit integer field: a JSON string, fraction, boolean or larger number parses to null.
+    parsed = F.from_json(F.col("json"), _JSON_ID, {"mode": "PERMISSIVE"})
+    return samples.withColumn("id", parsed["id"])
 
 
 def with_row_origin(raw: DataFrame, input_format: str) -> DataFrame:
