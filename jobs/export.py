@@ -240,7 +240,8 @@ def export_webdataset(accepted: DataFrame, output: str, shard_size: int, caption
             "samples": samples,
             "rows_without_image": total - samples,
             "shards": [
-                {"file": wds.shard_file_name(dump, r["shard"]), "samples": r["samples"], "bytes": r["bytes"]} for r in mine
+                {"file": wds.shard_file_name(dump, r["shard"]), "samples": r["samples"], "bytes": r["bytes"]}
+                for r in mine
             ],
         }
         dump_folder = os.path.join(folder, "dump=" + wds.escape_path_name(dump))

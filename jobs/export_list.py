@@ -42,7 +42,7 @@ from schemas.tables import IMAGE_BYTES, col_ref
 log = logging.getLogger("winnow")
 
 REQUIRED = ("id", "url", "caption", "dump")
-DESCRIPTION = "Write winnow's accepted pairs as one folder of parquet with `dump` as a column (img2dataset, HF datasets)."
+DESCRIPTION = "Write winnow's accepted pairs as one folder of parquet, `dump` a column (for img2dataset, HF datasets)."
 
 
 class ExportListError(WinnowError):

@@ -226,7 +226,8 @@ def test_only_an_integral_json_id_is_the_pair_id(spark, tmp_path):
     samples["none"] = {"url": "http://x/none", "caption": "a cat"}
     write_tar(tmp_path / "part.tar", samples)
     cfg = IngestConfig()
-    accepted, _ = split_pairs(with_pair_columns(read_source(spark, str(tmp_path), "webdataset", cfg), "webdataset", cfg))
+    raw = read_source(spark, str(tmp_path), "webdataset", cfg)
+    accepted, _ = split_pairs(with_pair_columns(raw, "webdataset", cfg))
     got = {r["url"].rsplit("/", 1)[1]: r["id"] for r in accepted.collect()}
     hashes = {
         r["u"]: r["h"]
@@ -245,6 +246,11 @@ def test_only_an_integral_json_id_is_the_pair_id(spark, tmp_path):
 # --- Spark: export-list as pyarrow, pandas, duckdb and HF datasets read it ---
 
 
+def triples(columns) -> list[tuple]:
+    """(dump, id, url) of each row, from three columns of equal length."""
+    return sorted(zip(*columns, strict=True))
+
+
 @pytest.mark.spark
 def test_export_list_is_read_with_its_dump_by_every_parquet_reader(run_output, tmp_path, capsys):
     out = tmp_path / "urls.parquet"
@@ -260,9 +266,9 @@ def test_export_list_is_read_with_its_dump_by_every_parquet_reader(run_output, t
     assert "image" not in table.column_names and {"id", "url", "caption", "dump", "noun_chunks"} <= set(
         table.column_names
     )
-    assert sorted(zip(table["dump"].to_pylist(), table["id"].to_pylist(), table["url"].to_pylist())) == want
+    assert triples(table.select(["dump", "id", "url"]).to_pydict().values()) == want
     frame = pd.read_parquet(out)
-    assert sorted(zip(frame["dump"], frame["id"], frame["url"])) == want
+    assert triples([frame["dump"], frame["id"], frame["url"]]) == want
     # the files, in name order, hold the rows sorted by (dump, id, url)
     ordered = [(r["dump"], r["id"], r["url"]) for f in files for r in pq.read_table(f).to_pylist()]
     assert ordered == want
@@ -282,7 +288,7 @@ def test_export_list_is_read_by_hf_datasets(run_output, tmp_path, monkeypatch):
         "parquet", data_files=str(out / "*.parquet"), split="train", cache_dir=str(tmp_path / "hf-cache")
     )
     assert "dump" in loaded.column_names
-    assert sorted(zip(loaded["dump"], loaded["id"], loaded["url"])) == sorted((r[3], r[0], r[1]) for r in accepted_rows())
+    assert triples([loaded["dump"], loaded["id"], loaded["url"]]) == sorted((r[3], r[0], r[1]) for r in accepted_rows())
 
 
 @pytest.mark.spark

@@ -52,7 +52,9 @@ img2dataset formats unless their rows have an integral ``id``; ``--id-col
 key`` hashes img2dataset's key instead, unique only within one img2dataset
 run): stable across runs and Spark versions. A generic or img2dataset parquet
 input with an integral ``id`` column uses it without ``--id-col`` (a row whose
-``id`` is null then takes the URL's hash). A row with neither id nor URL gets
+``id`` is null then takes the URL's hash), and so does a webdataset sample
+whose ``.json`` has an integer ``id`` (``with_json_id``: winnow's export
+writes the pair's id there). A row with neither id nor URL gets
 the hash of where it was read (file name and row index for parquet, file name
 for CSV / JSON lines, tar name and key for webdataset), its URL and caption,
 so every reject can be traced and keeps its id from run to run.
@@ -149,7 +151,8 @@ class IngestConfig:
     """The caption column; "" = the format's default (caption; coyo: text; recap: ingest.recap_caption)."""
     id_col: str = ""
     """The source id column; "" = the format's default (coyo, grit: id; taisu: its image id; parquet, csv,
-    tsv, jsonl, img2dataset-parquet: an integral `id` column when there is one; else a 64-bit hash of the URL)."""
+    tsv, jsonl, img2dataset-parquet: an integral `id` column when there is one; webdataset: an integer `id` in
+    the sample's .json; else a 64-bit hash of the URL)."""
     dump: str = "default"
     """The dump name when the input has no dump=<name>/ folders."""
     recap_caption: str = "re_caption"
