@@ -201,6 +201,32 @@ def test_webdataset_reads_every_dump_with_unique_keys_and_the_accepted_ids(shard
 
 
 @pytest.mark.spark
+def test_original_size_is_img2dataset_s_when_the_rows_carry_it(spark, tmp_path):
+    # rows read from img2dataset output carry its original_width / original_height: those win over width / height
+    schema = "id long, url string, caption string, dump string, width int, height int, original_width long, " + (
+        "original_height long, image binary"
+    )
+    rows = [
+        (1, "http://i/1", "a cat", "d", 256, 192, 1024, 768, jpeg_bytes(256, 192)),
+        (2, "http://i/2", "a dog", "d", 300, 200, None, None, jpeg_bytes(300, 200)),
+    ]
+    frame = spark.createDataFrame(rows, schema)
+    assert cli_export(frame, tmp_path) == 2
+    (tar,) = all_tars(tmp_path / "wds")
+    metas = {json.loads(s["json"])["id"]: json.loads(s["json"]) for s in webdataset.WebDataset(tar, shardshuffle=False)}
+    sizes = {i: (m["width"], m["height"], m["original_width"], m["original_height"]) for i, m in metas.items()}
+    assert sizes == {1: (256, 192, 1024, 768), 2: (300, 200, 300, 200)}
+
+
+def cli_export(frame, folder: Path) -> int:
+    """`winnow export-wds` over ``frame`` written as OUTPUT/accepted; the number of samples written."""
+    frame.write.partitionBy("dump").parquet(str(folder / "accepted"))
+    argv = ["export-wds", "--input", str(folder / "accepted"), "--output", str(folder / "wds")]
+    assert cli.main(argv) == 0
+    return sum(json.loads(Path(m).read_text())["samples"] for m in glob.glob(str(folder / "wds" / "dump=*" / "*.json")))
+
+
+@pytest.mark.spark
 def test_ingesting_the_export_keeps_every_id(spark, shards):
     cfg = IngestConfig()
     raw = read_source(spark, str(shards), "webdataset", cfg)
