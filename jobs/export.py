@@ -1,4 +1,4 @@
-"""Export: winnow's accepted pairs as WebDataset tar shards, img2dataset's layout.
+"""Export: winnow's accepted pairs as WebDataset tar shards, with img2dataset's .json fields and GRIT's columns.
 
 Reads ``OUTPUT/accepted`` (parquet partitioned by ``dump``). It must have the
 binary ``image`` column, which the image stage writes only with
