@@ -1,5 +1,6 @@
 """The `winnow` command: `winnow run` (the pipeline), `winnow demo` (the built-in sample),
-`winnow export-wds` (accepted pairs as WebDataset shards), `winnow blocklist`
+`winnow export-wds` (accepted pairs as WebDataset shards), `winnow export-list`
+(accepted pairs as one folder of parquet, `dump` a column), `winnow blocklist`
 (an evaluation set's pHashes, for the dedup stage), `winnow detect` (a detector
 plug-in over accepted pairs' images: the grounding stage's Boxes table) and
 `winnow config` (every config key with its default; the rules table).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs import __version__, blocklist, demo, detect, export, pipeline, reference
+from jobs import __version__, blocklist, demo, detect, export, export_list, pipeline, reference
 
 # command -> (module with add_<x>_arguments and execute, one-line help, the options' adder)
 COMMANDS = {
@@ -23,6 +24,11 @@ COMMANDS = {
         export,
         "write accepted pairs (run with image.keep_bytes=true) as WebDataset tar shards",
         export.add_export_arguments,
+    ),
+    "export-list": (
+        export_list,
+        "write accepted pairs as one folder of parquet with `dump` as a column (for img2dataset, HF datasets)",
+        export_list.add_export_list_arguments,
     ),
     "blocklist": (
         blocklist,

@@ -1,23 +1,32 @@
-"""Export: winnow's accepted pairs as WebDataset tar shards, img2dataset's layout.
+"""Export: winnow's accepted pairs as WebDataset tar shards, with img2dataset's .json fields and GRIT's columns.
 
 Reads ``OUTPUT/accepted`` (parquet partitioned by ``dump``). It must have the
 binary ``image`` column, which the image stage writes only with
 ``--set image.keep_bytes=true``; without it the export refuses to start.
 Writes, per dump::
 
-    <output>/dump=<name>/00000.tar, 00001.tar, ...   at most --shard-size samples each
-    <output>/dump=<name>/_winnow_export.json          shard list and counts, written last
+    <output>/dump=<name>/<name>_00000.tar, <name>_00001.tar, ...   at most --shard-size samples each
+    <output>/dump=<name>/_winnow_export.json                        shard list and counts, written last
 
 Each sample is ``<key>.jpg`` (the ``image`` bytes), ``<key>.txt`` (the
-caption) and ``<key>.json`` (``id``, ``url``, ``caption``, ``width``,
-``height``, ``image_phash``, ``key``, ``dump`` and, when the input has them,
-``noun_chunk_spans`` / ``ref_exp_spans``). Keys are img2dataset's form: the
-shard number (5 digits) then the offset in the shard (as many digits as
-``shard_size - 1`` has), e.g. ``000420031`` = shard 42, sample 31 of 10,000;
-unique within a dump whatever the ids, and what WebDataset / NeMo-style
-loaders expect. The winnow ``id`` is in the ``.json``. The dump folder is
-``dump=<name>`` (escaped as Spark escapes partition values) so the shards
-read back with ``--input-format webdataset`` keep their dump.
+caption) and ``<key>.json``: img2dataset's fields with its meaning (``url``,
+``caption``, ``key``, ``width`` / ``height`` of the stored ``.jpg``,
+``original_width`` / ``original_height`` of the image the rules judged), then
+the pair's ``id``, ``image_phash``, ``dump`` and, when the input has them,
+GRIT's ``noun_chunks`` / ``ref_exps`` as the GRIT release has them (span ends
+as integers, box and score as floats; Kosmos-2's scripts slice the caption
+with the spans) and winnow's ``noun_chunk_spans`` / ``ref_exp_spans``.
+
+Keys and shard names are unique across dumps, so the shards of every dump
+can be read as one dataset or extracted into one folder (Kosmos-2's
+``prepare_grit.py`` reads such a folder): the key is the dump, ``_``, the
+pair's id (``2024-05_8137``; a second row with the same id in the dump is
+``2024-05_8137_1``), the shard name the dump, ``_``, the shard number. In both,
+a dump name keeps its letters, digits and ``-``; any other character (a dot
+would end a WebDataset key) is written ``%XX`` (``udfs.wds.dump_token``). The
+dump folder is ``dump=<name>`` (escaped as Spark escapes partition values) so
+the shards read back with ``--input-format webdataset`` keep their dump, and
+the ``.json``'s integral ``id`` stays the pair's id there.
 
 Deterministic: within a dump, samples are ordered by ``id`` (then url,
 caption, image bytes, which also settles duplicate ids), numbered from 0, and
@@ -111,7 +120,8 @@ def check_exportable(accepted: DataFrame) -> None:
 
 
 def with_shard_positions(pairs: DataFrame, shard_size: int) -> DataFrame:
-    """``_pos`` (0-based rank within the dump by id, url, caption, image) and ``_shard`` (= _pos // shard_size).
+    """``_pos`` (0-based rank within the dump by id, url, caption, image), ``_shard`` (= _pos // shard_size)
+    and ``_repeat`` (the rank among the dump's rows with the same id, 0 for the first).
 
     The rank of an id's first row is the number of rows with a smaller id in
     the dump: a running sum over (dump, id, count), so only those small rows
@@ -126,9 +136,9 @@ def with_shard_positions(pairs: DataFrame, shard_size: int) -> DataFrame:
     )
     joined = pairs.join(starts, pairs["dump"].eqNullSafe(starts["_dump"]) & pairs["id"].eqNullSafe(starts["_id"]))
     same_id = Window.partitionBy("dump", "id").orderBy("url", "caption", IMAGE_BYTES.name)
-    pos = F.col("_start") + F.row_number().over(same_id) - 1
     return (
-        joined.withColumn("_pos", pos)
+        joined.withColumn("_repeat", F.row_number().over(same_id) - 1)
+        .withColumn("_pos", F.col("_start") + F.col("_repeat"))
         .drop("_dump", "_id", "_start")
         .withColumn("_shard", F.floor(F.col("_pos") / F.lit(shard_size)).cast("long"))
     )
@@ -170,6 +180,19 @@ def with_caption_mix(pairs: DataFrame, p: float) -> DataFrame:
     return pairs.withColumn("caption_source", source).withColumn("caption", F.coalesce(first, second, F.col("caption")))
 
 
+def present(frame: DataFrame, name: str) -> F.Column:
+    """The column ``name``, or a null one when ``frame`` has none."""
+    return col_ref(name) if name in frame.columns else F.lit(None).alias(name)
+
+
+def original_size(frame: DataFrame, name: str) -> F.Column:
+    """``original_width`` / ``original_height``: img2dataset's column when the input carried one, else
+    ``width`` / ``height`` (the image the rules judged, as fetched)."""
+    side = name.removeprefix("original_")
+    found = [col_ref(c) for c in (name, side) if c in frame.columns]
+    return (F.coalesce(*found) if found else F.lit(None)).cast("long").alias(name)
+
+
 def export_webdataset(accepted: DataFrame, output: str, shard_size: int, caption_mix: float | None = None) -> int:
     """Write ``accepted`` as WebDataset shards under ``output``; returns the number of samples written.
 
@@ -184,8 +207,8 @@ def export_webdataset(accepted: DataFrame, output: str, shard_size: int, caption
     folder = local_folder(output)
     pairs = accepted if "dump" in accepted.columns else accepted.withColumn("dump", F.lit("default"))
     pairs = pairs.withColumn("dump", F.coalesce(F.col("dump").cast("string"), F.lit("default")))
-    spans = tuple(c for c in (*wds.SPAN_COLUMNS, "caption_source") if c in pairs.columns)
-    meta = [col_ref(c) if c in pairs.columns else F.lit(None).alias(c) for c in wds.META_COLUMNS]
+    extra = tuple(c for c in (*wds.GRIT_COLUMNS, *wds.SPAN_COLUMNS, "caption_source") if c in pairs.columns)
+    meta = [original_size(pairs, c) if c.startswith("original_") else present(pairs, c) for c in wds.META_COLUMNS]
 
     # Row counts per dump read no column data; they give the dumps to replace.
     totals = {r["dump"]: r["n"] for r in pairs.groupBy("dump").agg(F.count(F.lit(1)).alias("n")).collect()}
@@ -193,14 +216,14 @@ def export_webdataset(accepted: DataFrame, output: str, shard_size: int, caption
         shutil.rmtree(os.path.join(folder, "dump=" + wds.escape_path_name(dump)), ignore_errors=True)
 
     with_image = pairs.filter(F.col(IMAGE_BYTES.name).isNotNull()).select(
-        "dump", *meta, IMAGE_BYTES.name, *[col_ref(c) for c in spans]
+        "dump", *meta, IMAGE_BYTES.name, *[col_ref(c) for c in extra]
     )
     ordered = (
         with_shard_positions(with_image, shard_size)
         .repartition("dump", "_shard")
         .sortWithinPartitions("dump", "_shard", "_pos")
     )
-    shards = ordered.mapInArrow(wds.shard_writer(folder, shard_size, spans), EXPORTED_SHARD).collect()
+    shards = ordered.mapInArrow(wds.shard_writer(folder, extra), EXPORTED_SHARD).collect()
 
     written = 0
     for dump, total in sorted(totals.items()):
@@ -217,7 +240,8 @@ def export_webdataset(accepted: DataFrame, output: str, shard_size: int, caption
             "samples": samples,
             "rows_without_image": total - samples,
             "shards": [
-                {"file": wds.shard_file_name(r["shard"]), "samples": r["samples"], "bytes": r["bytes"]} for r in mine
+                {"file": wds.shard_file_name(dump, r["shard"]), "samples": r["samples"], "bytes": r["bytes"]}
+                for r in mine
             ],
         }
         dump_folder = os.path.join(folder, "dump=" + wds.escape_path_name(dump))

@@ -290,9 +290,8 @@ def test_write_shard_failure_leaves_nothing(tmp_path):
 
 
 def test_keys_and_names():
-    assert wds.offset_digits(10_000) == 4 and wds.offset_digits(10_001) == 5 and wds.offset_digits(1) == 1
-    assert wds.sample_key(42, 31, 4) == "000420031"
-    assert wds.shard_file_name(7) == "00007.tar" and wds.shard_file_name(123_456) == "123456.tar"
+    assert wds.sample_key("2024-05", 8137) == "2024-05_8137" and wds.sample_key("a", -7, 2) == "a_-7_2"
+    assert wds.shard_file_name("a", 7) == "a_00007.tar" and wds.shard_file_name("a", 123_456) == "a_123456.tar"
 
 
 # --- Spark: img2dataset parquet ----------------------------------------------
@@ -549,11 +548,11 @@ def test_export_round_trip_shard_size_and_determinism(spark, tmp_path):
     assert export.export_webdataset(frame, str(out), shard_size=2) == 7
 
     a = out / "dump=a"
-    assert sorted(p.name for p in a.iterdir()) == ["00000.tar", "00001.tar", "00002.tar", export.MANIFEST]
-    shards = [read_tar(a / f"0000{i}.tar") for i in range(3)]
+    assert sorted(p.name for p in a.iterdir()) == [export.MANIFEST, "a_00000.tar", "a_00001.tar", "a_00002.tar"]
+    shards = [read_tar(a / f"a_0000{i}.tar") for i in range(3)]
     assert [len(s) for s in shards] == [2, 2, 1]
-    # sorted by id within the dump; keys are <shard><offset>; members jpg, txt, json
-    assert [list(s) for s in shards] == [["000000", "000001"], ["000010", "000011"], ["000020"]]
+    # sorted by id within the dump; keys are <dump>_<id>, a repeated id gets _1; members jpg, txt, json
+    assert [list(s) for s in shards] == [["a_-7", "a_12"], ["a_12_1", "a_30"], ["a_99"]]
     order = [json.loads(sample["json"]) for s in shards for sample in s.values()]
     assert [(m["id"], m["url"]) for m in order] == [
         (-7, "http://a/-7"),
@@ -562,8 +561,8 @@ def test_export_round_trip_shard_size_and_determinism(spark, tmp_path):
         (30, "http://a/30"),
         (99, "http://a/99"),
     ]
-    with tarfile.open(a / "00001.tar") as tar:
-        assert tar.getnames() == ["000010.jpg", "000010.txt", "000010.json", "000011.jpg", "000011.txt", "000011.json"]
+    with tarfile.open(a / "a_00001.tar") as tar:
+        assert tar.getnames() == ["a_12_1.jpg", "a_12_1.txt", "a_12_1.json", "a_30.jpg", "a_30.txt", "a_30.json"]
     by_url = {r[1]: r for r in export_rows()}
     for s in shards:
         for key, sample in s.items():
@@ -571,20 +570,20 @@ def test_export_round_trip_shard_size_and_determinism(spark, tmp_path):
             source = by_url[meta["url"]]
             assert sample["jpg"] == source[9] and sample["txt"].decode() == source[2] == meta["caption"]
             assert (meta["key"], meta["dump"], meta["width"], meta["image_phash"]) == (key, "a", 320, source[6])
-    bike = json.loads(shards[1]["000011"]["json"])
+    bike = json.loads(shards[1]["a_30"]["json"])
     assert bike["noun_chunk_spans"] == [{"start": 2, "end": 5, "root_lemma": "bike", "root_pos": "NOUN"}]
     assert bike["ref_exp_spans"] == [{"start": 0, "end": 5}]
 
     manifest = json.loads((out / "dump=b" / export.MANIFEST).read_text())
-    assert (manifest["samples"], manifest["rows_without_image"], manifest["shards"][0]["file"]) == (1, 1, "00000.tar")
+    assert (manifest["samples"], manifest["rows_without_image"], manifest["shards"][0]["file"]) == (1, 1, "b_00000.tar")
     # the dump folder is escaped as Spark escapes partition values
     escaped = spark.sparkContext._jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.escapePathName("c:1=x")
-    assert wds.escape_path_name("c:1=x") == escaped and (out / f"dump={escaped}" / "00000.tar").exists()
+    assert wds.escape_path_name("c:1=x") == escaped and (out / f"dump={escaped}" / "c%3A1%3Dx_00000.tar").exists()
 
     # same input (partitioned differently) -> byte-identical shards; stale shards of a bigger export are gone
     first = digest(out)
     assert export.export_webdataset(frame.repartition(1), str(out), shard_size=5) == 7
-    assert sorted(p.name for p in a.iterdir()) == ["00000.tar", export.MANIFEST]
+    assert sorted(p.name for p in a.iterdir()) == [export.MANIFEST, "a_00000.tar"]
     assert export.export_webdataset(frame.coalesce(1), str(out), shard_size=2) == 7
     assert digest(out) == first
 
@@ -619,7 +618,7 @@ def test_export_wds_command(spark, tmp_path, capsys):
         out = tmp_path / "shards"
         assert cli.main(["export-wds", "--input", str(accepted), "--output", str(out), "--shard-size", "3"]) == 0
         assert "exported: 7 samples" in capsys.readouterr().out
-        assert sorted(p.name for p in (out / "dump=a").glob("*.tar")) == ["00000.tar", "00001.tar"]
+        assert sorted(p.name for p in (out / "dump=a").glob("*.tar")) == ["a_00000.tar", "a_00001.tar"]
         assert cli.main(["export-wds", "--input", str(tmp_path / "no-image"), "--output", str(out)]) == 2
         assert "image.keep_bytes=true" in capsys.readouterr().err
     finally:

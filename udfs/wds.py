@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+from PIL import Image
 
 # Image members looked for, in this order of preference, when a key has several.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -396,36 +397,81 @@ def escape_path_name(name: str) -> str:
     return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in name)
 
 
-def shard_file_name(shard: int) -> str:
-    """``00042.tar``: five digits (img2dataset's default), more when needed."""
-    return f"{shard:05d}.tar"
+# What a dump name keeps in shard names and sample keys. A dot would end a WebDataset key (the
+# rest of the name is read as the extension), a slash would make a folder, and "_" separates
+# the dump from the id: everything else is written as %XX (its UTF-8 bytes).
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 
 
-def sample_key(shard: int, offset: int, offset_digits: int) -> str:
-    """img2dataset's key form: the shard number (5 digits), then the offset in the shard."""
-    return f"{shard:05d}{offset:0{offset_digits}d}"
+def dump_token(dump: str) -> str:
+    """The dump name as it appears in shard names and keys: ``2024-05`` stays, ``cc.v2`` is ``cc%2Ev2``."""
+    return "".join(c if c in _TOKEN_CHARS else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in dump)
 
 
-def offset_digits(shard_size: int) -> int:
-    """Digits of the largest offset in a shard of ``shard_size`` samples (10000 -> 4)."""
-    return len(str(max(shard_size - 1, 0)))
+def shard_file_name(dump: str, shard: int) -> str:
+    """``2024-05_00042.tar``: the dump, then the shard number (five digits, more when needed), so the
+    shards of all dumps can share one folder."""
+    return f"{dump_token(dump)}_{shard:05d}.tar"
 
 
-META_COLUMNS = ("id", "url", "caption", "width", "height", "image_phash")
+def sample_key(dump: str, pair_id: int, repeat: int = 0) -> str:
+    """``2024-05_8137`` (dump, then the pair's id); the second row with that id in the dump is
+    ``2024-05_8137_1``, and so on. Unique across dumps, and without a dot or a slash."""
+    key = f"{dump_token(dump)}_{pair_id}"
+    return f"{key}_{repeat}" if repeat else key
+
+
+def grit_entries(entries: list | None) -> list | None:
+    """GRIT's ``[start, end, x_min, y_min, x_max, y_max, score]`` with the span as integers (Kosmos-2
+    slices the caption with them), the box and score as floats."""
+    if entries is None:
+        return None
+    return [None if e is None else [int(e[0]), int(e[1]), *(float(v) for v in e[2:])] for e in entries]
+
+
+def stored_size(image: Buffer | None) -> tuple[int | None, int | None]:
+    """(width, height) of an encoded image from its header, or (None, None) when Pillow cannot tell."""
+    if image is None:
+        return None, None
+    try:
+        with Image.open(io.BytesIO(image)) as img:
+            return img.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None, None
+
+
+# Columns of an export row that go into its .json as they are (absent ones are null); the
+# grounding columns are rewritten by grit_entries.
+META_COLUMNS = ("id", "url", "caption", "original_width", "original_height", "image_phash")
+GRIT_COLUMNS = ("noun_chunks", "ref_exps")
 SPAN_COLUMNS = ("noun_chunk_spans", "ref_exp_spans")
 
 
+def sample_meta(row: dict[str, Any], key: str, extra_columns: tuple[str, ...]) -> dict[str, Any]:
+    """The ``.json`` of one exported sample: img2dataset's fields (``width`` / ``height`` of the stored
+    image, ``original_width`` / ``original_height``), the pair's ``id`` and ``dump``, and GRIT's
+    ``noun_chunks`` / ``ref_exps`` when the row has them."""
+    width, height = stored_size(row["image"])
+    meta = {"url": row["url"], "caption": row["caption"], "key": key, "width": width, "height": height}
+    meta.update({name: row.get(name) for name in META_COLUMNS})
+    meta["dump"] = row["dump"]
+    for name in extra_columns:
+        meta[name] = grit_entries(row[name]) if name in GRIT_COLUMNS else row[name]
+    return meta
+
+
 def shard_writer(
-    output: str, shard_size: int, span_columns: tuple[str, ...] = ()
+    output: str, extra_columns: tuple[str, ...] = ()
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """A ``mapInArrow`` function writing rows sorted by (dump, _shard, _pos) into tars.
 
     Input columns: ``dump``, ``_shard``, ``_pos`` (0-based rank in the dump),
-    ``image`` and ``META_COLUMNS`` (absent ones null), plus ``span_columns``.
-    Every row of a shard must reach the same task, in order: one open tar at
-    a time. Out: one EXPORTED_SHARD_SCHEMA row per shard written.
+    ``_repeat`` (how many rows of the dump with the same id come before this one),
+    ``image`` and ``META_COLUMNS`` (absent ones null), plus ``extra_columns``
+    (GRIT's, the span columns, ``caption_source``). Every row of a shard must reach
+    the same task, in order: one open tar at a time. Out: one EXPORTED_SHARD_SCHEMA
+    row per shard written.
     """
-    digits = offset_digits(shard_size)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         done: list[tuple[str, int, int, int]] = []
@@ -440,11 +486,9 @@ def shard_writer(
                             done.append((*current, writer.samples, writer.close()))
                         current = where
                         folder = os.path.join(output, "dump=" + escape_path_name(row["dump"]))
-                        writer = ShardWriter(os.path.join(folder, shard_file_name(row["_shard"])))
-                    key = sample_key(row["_shard"], row["_pos"] - row["_shard"] * shard_size, digits)
-                    meta = {name: row.get(name) for name in META_COLUMNS}
-                    meta.update(key=key, dump=row["dump"])
-                    meta.update({name: row[name] for name in span_columns})
+                        writer = ShardWriter(os.path.join(folder, shard_file_name(*where)))
+                    key = sample_key(row["dump"], row["id"], row["_repeat"])
+                    meta = sample_meta(row, key, extra_columns)
                     writer.add(ExportSample(key, row["image"], row["caption"], meta))  # type: ignore[union-attr]
             if writer is not None and current is not None:
                 done.append((*current, writer.samples, writer.close()))

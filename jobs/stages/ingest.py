@@ -52,7 +52,9 @@ img2dataset formats unless their rows have an integral ``id``; ``--id-col
 key`` hashes img2dataset's key instead, unique only within one img2dataset
 run): stable across runs and Spark versions. A generic or img2dataset parquet
 input with an integral ``id`` column uses it without ``--id-col`` (a row whose
-``id`` is null then takes the URL's hash). A row with neither id nor URL gets
+``id`` is null then takes the URL's hash), and so does a webdataset sample
+whose ``.json`` has an integer ``id`` (``with_json_id``: winnow's export
+writes the pair's id there). A row with neither id nor URL gets
 the hash of where it was read (file name and row index for parquet, file name
 for CSV / JSON lines, tar name and key for webdataset), its URL and caption,
 so every reject can be traced and keeps its id from run to run.
@@ -76,7 +78,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import BinaryType, IntegralType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, IntegralType, LongType, StringType, StructField, StructType
 
 from jobs.errors import WinnowError
 from jobs.stage import Stage, accepted_rows, rejected_rows
@@ -149,7 +151,8 @@ class IngestConfig:
     """The caption column; "" = the format's default (caption; coyo: text; recap: ingest.recap_caption)."""
     id_col: str = ""
     """The source id column; "" = the format's default (coyo, grit: id; taisu: its image id; parquet, csv,
-    tsv, jsonl, img2dataset-parquet: an integral `id` column when there is one; else a 64-bit hash of the URL)."""
+    tsv, jsonl, img2dataset-parquet: an integral `id` column when there is one; webdataset: an integer `id` in
+    the sample's .json; else a 64-bit hash of the URL)."""
     dump: str = "default"
     """The dump name when the input has no dump=<name>/ folders."""
     recap_caption: str = "re_caption"
@@ -236,7 +239,7 @@ def read_source(
     cfg = cfg or IngestConfig()
     base = None if folders is None else path
     if input_format == "webdataset":
-        return read_webdataset(spark, paths, cfg, base)
+        return with_json_id(read_webdataset(spark, paths, cfg, base), cfg)
     if input_format == "taisu":
         tars = read_webdataset(spark, paths, cfg, base)
         return taisu.read_taisu(
@@ -476,7 +479,7 @@ _RECAP = "_recap_caption"
 # Rows per vectorized Parquet batch when reading a source whose rows carry image bytes.
 BYTES_READER_BATCH_ROWS = 16
 # Formats whose pairs take an integral ``id`` column as their id when --id-col names none.
-DEFAULT_ID_FORMATS = ("parquet", "csv", "tsv", "jsonl", "img2dataset-parquet")
+DEFAULT_ID_FORMATS = ("parquet", "csv", "tsv", "jsonl", "img2dataset-parquet", "webdataset")
 # Where a row was read from (file and row index, or tar and member key), for the ids of rows without one.
 ROW_ORIGIN = "_winnow_row_origin"
 FILE_FORMATS = (*PARQUET_FORMATS, "img2dataset-parquet", "csv", "tsv", "jsonl")
@@ -493,6 +496,20 @@ def default_id_column(raw: DataFrame, input_format: str) -> str | None:
         if isinstance(kind, IntegralType) or (input_format in ("csv", "tsv") and kind == StringType())
         else None
     )
+
+
+_JSON_ID = StructType([StructField("id", LongType(), True)])
+
+
+def with_json_id(samples: DataFrame, cfg: IngestConfig) -> DataFrame:
+    """WebDataset samples with an ``id`` column: the ``id`` of each sample's ``.json`` when it is a
+    JSON integer that fits 64 bits (winnow's export writes the pair's id there), else null (the URL's
+    hash then). Left as read when ``--id-col`` names the id, or a column is already called id."""
+    if cfg.id_col or any(c.lower() == "id" for c in samples.columns):
+        return samples
+    # A 64-bit integer field: a JSON string, fraction, boolean or larger number parses to null.
+    parsed = F.from_json(F.col("json"), _JSON_ID, {"mode": "PERMISSIVE"})
+    return samples.withColumn("id", parsed["id"])
 
 
 def with_row_origin(raw: DataFrame, input_format: str) -> DataFrame:
