@@ -75,9 +75,18 @@ def require(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"{key}: {why}")
 
 
+def _not_from_py4j(record: logging.LogRecord) -> bool:
+    return "/py4j/" not in record.pathname.replace("\\", "/")
+
+
 def run_command(body: Callable[[], int]) -> int:
     """Run one command's ``body`` with logging set up; its errors become one line and an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # py4j logs a traceback for every call that finds the JVM gone (thousands after an out-of-memory
+    # death): the exception that reaches here says it once.
+    logging.getLogger("py4j").setLevel(logging.CRITICAL)
+    if _not_from_py4j not in logging.getLogger().filters:  # it also logs on the root logger
+        logging.getLogger().addFilter(_not_from_py4j)
     try:
         return body()
     except ConservationError as exc:

@@ -108,6 +108,19 @@ def test_a_jvm_that_went_away_is_exit_4_and_one_line(capsys) -> None:
     assert line.startswith("winnow: error: the Spark JVM went away") and "nothing was committed" in line
 
 
+def test_py4js_tracebacks_for_a_gone_jvm_are_not_logged(capsys) -> None:
+    import logging
+
+    def gone() -> int:
+        # what py4j does on every call after the JVM died: a traceback on the root logger
+        record = logging.LogRecord("root", logging.ERROR, "/x/site-packages/py4j/java_gateway.py", 1, "x", (), None)
+        logging.getLogger().handle(record)
+        raise Py4JNetworkError("Answer from Java side is empty")
+
+    assert run_command(gone) == SPARK_FAILED
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_a_bug_keeps_its_trace() -> None:
     def bug() -> int:
         raise ValueError("a bug")
