@@ -68,14 +68,14 @@ def test_one_decode_at_a_time_however_many_threads(monkeypatch):
     lock = threading.Lock()
     active = {"now": 0, "max": 0, "calls": 0}
 
-    def watched(data, rules):
+    def watched(data, rules, original=None):
         with lock:
             active["now"] += 1
             active["calls"] += 1
             active["max"] = max(active["max"], active["now"])
         time.sleep(0.01)  # long enough for other threads to try
         try:
-            return inspect_image(data, rules)
+            return inspect_image(data, rules, original)
         finally:
             with lock:
                 active["now"] -= 1
@@ -88,10 +88,10 @@ def test_one_decode_at_a_time_however_many_threads(monkeypatch):
 
 
 def test_a_bug_in_one_row_is_an_image_error_not_a_failed_task(monkeypatch):
-    def broken(data, rules):
+    def broken(data, rules, original=None):
         if data.startswith(b"\x89PNG"):
             raise RuntimeError("boom")
-        return inspect_image(data, rules)
+        return inspect_image(data, rules, original)
 
     monkeypatch.setattr(image_udfs, "inspect_image", broken)
     images = [png_bytes(300, 220, seed=1), jpeg_bytes(300, 220, seed=2)]
