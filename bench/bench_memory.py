@@ -61,7 +61,7 @@ def make_input(folder: Path, images: int) -> int:
         total += len(data)
         rows.append(
             {
-                "url": f"http://x.example/{i}.jpg",
+                "url": f"http://127.0.0.1:9/{i}.jpg",  # refused before any connect if it were fetched
                 "caption": f"a photograph number {i}",
                 "key": f"{i:09d}",
                 "status": "success",
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse(argv)
     folder = benchlib.BUILD / f"memory-input-{args.rows}"
     marker = folder / benchlib.MARKER
-    want = {"images": args.rows, "version": 2}
+    want = {"images": args.rows, "version": 3}
     if benchlib.cached_marker(marker, want) is None:
         total = make_input(folder, args.rows)
         marker.write_text(json.dumps({**want, "bytes": total}))

@@ -51,7 +51,7 @@ def sample(key: str, i: int) -> tuple[dict[str, Any], bytes]:
     (ow, oh), _ = ORIGINALS[key]
     data = bordered_copy(ow or 400, oh or 300, seed=i)
     meta = {
-        "url": f"http://x.example/{key}.jpg",
+        "url": f"http://127.0.0.1:9/{key}.jpg",  # refused before any connect if it were fetched
         "caption": f"a photo number {i}",
         "key": key,
         "status": "success",

@@ -40,7 +40,7 @@ def img2dataset_parquet(folder: Path, images: list[bytes]) -> None:
     folder.mkdir()
     rows = [
         {
-            "url": f"http://x.example/{i}.jpg",
+            "url": f"http://127.0.0.1:9/{i}.jpg",  # refused before any connect if it were fetched
             "caption": f"photo {i}",
             "key": f"{i:09d}",
             "status": "success",
