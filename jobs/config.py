@@ -64,6 +64,9 @@ class RunConfig:
     lease_timeout: float = 300.0
     """Seconds without a heartbeat after which OUTPUT's lease (one run at a time) is a killed run's and is
     taken over; the holder renews it every tenth of this."""
+    progress_seconds: float = 60.0
+    """A long stage logs its progress this often: the image stage's rows done of all, images per
+    second and an estimate of the time left, from its committed units."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, why) of every impossible value."""
@@ -75,6 +78,8 @@ class RunConfig:
             yield "row_group_bytes", "must be 0 (Parquet's default) or at least 1 MiB (1048576)"
         if not (self.lease_timeout >= 1.0 and math.isfinite(self.lease_timeout)):
             yield "lease_timeout", "must be a finite number of seconds, at least 1"
+        if not (self.progress_seconds > 0 and math.isfinite(self.progress_seconds)):
+            yield "progress_seconds", "must be a finite number of seconds above 0"
 
 
 def sections() -> dict[str, type]:

@@ -63,6 +63,8 @@ from jobs.storage import Committer, FileStore, Lease, new_run_id
 
 log = logging.getLogger("winnow")
 
+WORK = "_work"  # OUTPUT/_checkpoints/<stage>/_work/<fingerprint>/: a stage's partial work (Context.work)
+
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `winnow run` and of `spark-submit jobs/pipeline.py`."""
@@ -178,6 +180,7 @@ class Run:
         self.fingerprint = fingerprint(
             stage.name, code_version(), self.fingerprint, sections, files, stage.fingerprint()
         )
+        ctx.work = self.work_folder(stage)
         with session_conf(ctx.spark, stage.spark_conf()):
             annotated, schema = self._annotated(stage, frame)
             rows_in = stage.rows_read() if frame is None else self.funnel[-1].accepted
@@ -188,6 +191,14 @@ class Run:
             ctx.dumps = sorted(counts.dumps)
         self.funnel.append(counts)
         return annotated
+
+    def work_folder(self, stage: Stage) -> str:
+        """The stage's work folder under this fingerprint; another fingerprint's work is deleted."""
+        root = f"{self.ctx.output}/_checkpoints/{stage.name}/{WORK}"
+        for name in self.ctx.store.children(root):
+            if name != self.fingerprint:
+                self.ctx.store.delete(f"{root}/{name}")
+        return f"{root}/{self.fingerprint}"
 
     def _annotated(self, stage: Stage, frame: DataFrame | None) -> tuple[DataFrame, Any]:
         """(the stage's frame, the schema to mark its new checkpoint complete with, or None): read from
@@ -277,6 +288,8 @@ class Run:
         committer.commit(staged, per_dump, (f"{ctx.output}/report", sorted(files)))
         if self.checkpoints is not None and not ctx.cfg.run.keep_checkpoints:
             self.checkpoints.drop(ctx.dumps)
+        for stage in self.stages:  # the stages' work is in their committed output now
+            ctx.store.delete(f"{ctx.output}/_checkpoints/{stage.name}/{WORK}")
         return report
 
 

@@ -94,6 +94,10 @@ class Context:
     folders: list[str] | None = None  # --incremental: the dump=<name> folders the run reads
     dumps: list[str] | None = None  # the run's dumps, known once ingest ran
     cached: list[DataFrame] = field(default_factory=list)  # persisted frames, released after the report
+    # The running stage's folder for work it commits as it goes (the image stage's units):
+    # OUTPUT/_checkpoints/<stage>/_work/<fingerprint>/, found again by a re-run with the same
+    # fingerprint, deleted once the run commits.
+    work: str | None = None
 
     def persist(self, frame: DataFrame) -> DataFrame:
         """``frame`` kept in memory (spilling to disk) until the run's report is written."""

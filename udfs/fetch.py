@@ -104,7 +104,13 @@ class FetchConfig:
     threads: int = 16
     """Concurrent fetches per task."""
     max_per_host: int = 4
-    """Concurrent fetches per host within a task."""
+    """Concurrent fetches per host (its registrable domain, ``registrable_host``) within a task."""
+    host_split_rows: int = 10_000
+    """A host with more rows than this is split over several units (image-stage tasks) of at most this
+    many rows; smaller hosts are packed whole into units of about this size (img2dataset's shard size)."""
+    max_tasks_per_host: int = 4
+    """Units of one host fetched at the same time across the cluster, so a host sees at most
+    ``max_per_host`` x ``max_tasks_per_host`` connections from the whole run (16 by default)."""
     robots_optout_tokens: tuple[str, ...] = ("noai", "noimageai")
     """X-Robots-Tag directives that opt an image out ([] = ignore the header); directives addressed
     to another bot ("otherbot: noai") are ignored."""
@@ -141,8 +147,9 @@ class FetchConfig:
             yield "retries", "must not be negative"
         if self.threads < 1:
             yield "threads", "must be at least 1"
-        if self.max_per_host < 1:
-            yield "max_per_host", "must be at least 1"
+        for key in ("max_per_host", "host_split_rows", "max_tasks_per_host"):
+            if getattr(self, key) < 1:
+                yield key, "must be at least 1"
         if re.fullmatch(r"[A-Za-z0-9_.-]+", self.user_agent_token) is None:
             yield "user_agent_token", "must be one word (letters, digits, _ . -)"
         if self.local_root and not os.path.isdir(self.local_root):
@@ -453,6 +460,27 @@ def host_key(url: str | None) -> str:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:
         return ""
+
+
+@functools.cache
+def _suffixes() -> Any:
+    from publicsuffixlist import PublicSuffixList  # the list ships inside the wheel: nothing is downloaded
+
+    return PublicSuffixList()
+
+
+def registrable_host(url: str | None) -> str:
+    """The site a URL names: its registrable domain by the Public Suffix List (``cdn1.example.co.uk``
+    -> ``example.co.uk``), an IP address as it is, a name with no public suffix (``localhost``) as it
+    is; "" when the URL names no host. The unit of politeness: the per-host caps count it."""
+    host = host_key(url)
+    if not host:
+        return ""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    return _suffixes().privatesuffix(host.rstrip(".")) or host
 
 
 class Fetcher:

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, IntegerType, StructField, StructType
 
 from schemas import reasons
-from udfs.fetch import FetchConfig, get_fetcher, host_key, map_bounded
+from udfs.fetch import FetchConfig, get_fetcher, map_bounded, registrable_host
 from udfs.image import ImageConfig, ImageVerdict, inspect_image, rejected, thumbnail
 
 # Images decoded at once per Python worker (= per task). Decoding is CPU work, so one per
@@ -101,7 +101,7 @@ def image_mapper(
                         yield (number, i), "", (column[i].as_py(), original)
                 else:
                     for i, url in enumerate(batch.column(url_col).to_pylist()):
-                        yield (number, i), host_key(url), url
+                        yield (number, i), registrable_host(url), url
 
         def work(payload: Any) -> ImageVerdict:
             if from_bytes:  # (bytes, original size)

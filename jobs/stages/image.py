@@ -18,9 +18,14 @@ img2dataset input formats fill, in which case nothing is fetched.
 NSFW score columns already in the input (every ``nsfw_score_*`` column) meet
 COYO's NSFW rule (``score.max_nsfw_score``, reason ``score-nsfw``; the one rule
 of ``udfs.score_filters``) in SQL first, so rows COYO drops are never fetched.
-The rows are then spread over ``image.partitions`` tasks (3 per core by
-default: fetching is I/O bound) and each task runs one ``mapInArrow`` over a
-thread pool (``fetch.threads``, at most ``fetch.max_per_host`` per host).
+URL rows are then grouped into host-affine units (``jobs.units``): a host's
+rows in one unit, a host with more than ``fetch.host_split_rows`` rows split
+over several, at most ``fetch.max_tasks_per_host`` of them fetched at a time
+across the cluster. Each unit is one task running one ``mapInArrow`` over a
+thread pool (``fetch.threads``, at most ``fetch.max_per_host`` per host), and
+is committed when it ends, so a killed run resumes inside the stage. Rows with
+their bytes (img2dataset inputs) are spread over ``image.partitions`` tasks by
+a hash of the id instead: nothing is fetched.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pyspark.sql.types import StructField, StructType
 from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_STORED, IMAGE_VERDICT, col_ref
+from jobs.units import fetch_units, plan_units
 from udfs.fetch import FetchConfig
 from udfs.image import ImageConfig
 from udfs.image_udfs import image_mapper
@@ -40,11 +46,21 @@ from udfs.score_filters import nsfw_rules, with_rule_reasons
 STAGE = reasons.IMAGE
 
 
-def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig, max_nsfw_score: float) -> DataFrame:
+def with_image_verdicts(
+    pairs: DataFrame,
+    fetch: FetchConfig,
+    image: ImageConfig,
+    max_nsfw_score: float,
+    work: str | None = None,
+    progress_seconds: float = 60.0,
+) -> DataFrame:
     """Every input row once, with ``reason`` (null = accepted), ``detail`` and the image columns.
 
     The input's ``nsfw_score_*`` columns meet COYO's NSFW rule (``score.max_nsfw_score``,
-    ``udfs.score_filters``) first: the rows it rejects are never fetched.
+    ``udfs.score_filters``) first: the rows it rejects are never fetched. With ``work`` (the stage's
+    work folder in a run) URLs are fetched in host-affine units (``jobs.units``: the per-host task
+    bound, a commit per unit, resume); without it, and for rows that carry their bytes (nothing is
+    fetched), the rows are spread over ``image.partitions`` tasks by a hash of the id, in one job.
     """
     from_bytes = IMAGE_INPUT in pairs.columns
     original = original_size(pairs) if from_bytes else None
@@ -53,14 +69,17 @@ def with_image_verdicts(pairs: DataFrame, fetch: FetchConfig, image: ImageConfig
     if original is not None:
         to_check = to_check.withColumns({ORIGINAL[0]: original[0], ORIGINAL[1]: original[1]})
     partitions = image.partitions or 3 * pairs.sparkSession.sparkContext.defaultParallelism
-    # Hash of the id: deterministic, and a crawl's URLs of one host spread over all tasks.
-    to_check = to_check.repartition(partitions, "id")
     passed = [f for f in to_check.schema.fields if f.name != IMAGE_INPUT]
     verdict = list(IMAGE_VERDICT.fields) + (IMAGE_STORED[:2] if original is not None else [])
     mapper = image_mapper(
         fetch, image, "url", IMAGE_INPUT if from_bytes else None, image.batch_size, ORIGINAL if original else None
     )
-    checked = to_check.mapInArrow(mapper, StructType(passed + verdict))
+    if work is not None and not from_bytes:
+        plan = plan_units(to_check, work, "url", fetch.host_split_rows, partitions)
+        checked = fetch_units(plan, work, mapper, StructType(passed + verdict), fetch.max_tasks_per_host,
+                              progress_seconds, STAGE)  # fmt: skip
+    else:
+        checked = to_check.repartition(partitions, "id").mapInArrow(mapper, StructType(passed + verdict))
     if original is not None:
         # null where the source recorded no original size (the stored image was judged as it is)
         resized = (F.col("stored_width") != F.col("width")) | (F.col("stored_height") != F.col("height"))
@@ -212,7 +231,10 @@ class ImageStage(Stage):
         return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(self.cfg.image.batch_size)}
 
     def annotate(self, frame: DataFrame | None) -> DataFrame:
-        return with_image_verdicts(frame, self.cfg.fetch, self.cfg.image, self.cfg.score.max_nsfw_score)
+        cfg = self.cfg
+        return with_image_verdicts(
+            frame, cfg.fetch, cfg.image, cfg.score.max_nsfw_score, self.ctx.work, cfg.run.progress_seconds
+        )
 
     def split(self, annotated: DataFrame, frame: DataFrame | None) -> tuple[DataFrame, DataFrame]:
         return split_image(annotated, frame.columns)
