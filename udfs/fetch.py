@@ -510,6 +510,8 @@ class Fetcher:
         return attempt
 
     def close(self) -> None:
+        """Close the kept-alive connections (the fetcher stays usable: new ones are opened on demand).
+        The image stage calls it when a task ends, so a host sees only the running tasks' connections."""
         self._session.close()
 
     # -- the public entry point -------------------------------------------------

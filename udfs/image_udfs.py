@@ -125,11 +125,15 @@ def image_mapper(
         # Read-ahead bounds memory: bytes rows hold images, URL rows are small.
         pending = threads * 4 if from_bytes else 4096
         done: list[tuple[tuple[int, int], ImageVerdict]] = []
-        for key, verdict in map_bounded(items(), work, threads, per_host, max_pending=pending):
-            done.append((key, verdict))
-            if len(done) >= batch_size:
-                yield from emit(done)
-                done = []
+        try:
+            for key, verdict in map_bounded(items(), work, threads, per_host, max_pending=pending):
+                done.append((key, verdict))
+                if len(done) >= batch_size:
+                    yield from emit(done)
+                    done = []
+        finally:
+            if not from_bytes:  # the task's connections end with it: idle ones count at the host too
+                get_fetcher(policy).close()
         if done:
             yield from emit(done)
 
