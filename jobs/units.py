@@ -286,7 +286,7 @@ class Progress:
         rate = (done - self.resumed_rows) / seconds
         share = 100.0 * done / self.total_rows if self.total_rows else 100.0
         left = self.total_rows - done
-        eta = _clock(left / rate) if rate > 0 else "unknown"
+        eta = _clock(left / rate) if rate > 0 else "?"
         return (
             f"{self.stage}: {done:,} of {self.total_rows:,} rows ({share:.0f}%), {units} of {self.total_units} "
             f"units; {rate:,.1f} images/s; ETA {eta}"

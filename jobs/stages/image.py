@@ -35,9 +35,9 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
+from jobs.units import fetch_units, plan_units
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_STORED, IMAGE_VERDICT, col_ref
-from jobs.units import fetch_units, plan_units
 from udfs.fetch import FetchConfig
 from udfs.image import ImageConfig
 from udfs.image_udfs import image_mapper
