@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint docs bench bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline bench-memory clean
+.PHONY: venv demo test lint docs bench bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline bench-memory bench-host-affinity clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,7 @@ docs: venv
 	$(VENV)/bin/winnow config --reference > docs/config.md
 	$(VENV)/bin/winnow config --rules > docs/rules.md
 
-bench: bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline bench-memory
+bench: bench-text bench-language-id bench-image bench-dedup bench-ground bench-score bench-pipeline bench-memory bench-host-affinity
 
 bench-text: venv
 	$(PY) bench/bench_text.py
@@ -71,6 +71,14 @@ bench-memory: venv
 # The pipeline with and without stage checkpoints, and a resume (two dumps of the real captions).
 bench-pipeline: venv
 	$(PY) bench/bench_pipeline.py
+
+# The image stage's host-affine units against today's hash partitioning: skewed loopback hosts
+# (tests/loopback_hosts.py) counting connections, on local[2] and on a standalone cluster that the
+# bench starts (deploy/standalone.sh, its own folder under build/ and a free port) and stops.
+# Twice: a budget of 4 connections per host (below what today's partitioning opens), then the default 16.
+bench-host-affinity: venv
+	$(PY) bench/bench_host_affinity.py --max-tasks-per-host 1
+	$(PY) bench/bench_host_affinity.py --max-tasks-per-host 4 --output bench/results/bench_host_affinity-budget16.json
 
 clean:
 	rm -rf $(VENV) demo-output spark-warehouse

@@ -3,7 +3,7 @@
 ``--hosts`` (default 8) loopback image hosts (``tests/loopback_hosts.py``: one
 keep-alive HTTP/1.1 server per address 127.0.0.1 .. 127.0.0.n, in this
 process, each answering after ``--delay`` seconds, default 0.025, so fetching
-waits on the network as on the web) serve ``--rows`` URLs (default 6,000), each
+waits on the network as on the web) serve ``--rows`` URLs (default 4,000), each
 once: host 1 holds ``--big-share`` (40 %) of them, the other hosts share the
 rest with a mild skew (relative sizes 1.15 down to 0.85). The URL list
 (parquet: id, url, caption, dump; the hosts' rows shuffled together as in a
@@ -13,11 +13,12 @@ dump) is read by ``jobs.stages.image.with_image_verdicts`` in two variants:
   3 per core) by a hash of the id, one Spark job; every task fetches from every
   host, at most ``fetch.max_per_host`` at a time per host and task;
 - ``units``: ``work=`` a fresh folder, the host-affine units of ``jobs.units``
-  (a host's rows in one unit, a host above T rows split into units, at most
-  ``fetch.max_tasks_per_host`` units of one host at a time, one job per unit,
-  a commit per unit).
+  (a host's rows in one unit, a host above T rows split into units that share
+  the host's budget of max_per_host x max_tasks_per_host connections, one job
+  per unit, a commit per unit).
 
-Config: ``fetch.max_per_host=4``, ``fetch.max_tasks_per_host=1`` and
+Config: ``fetch.max_per_host=4``, ``fetch.max_tasks_per_host=1`` (``make
+bench-host-affinity`` runs it again with 4, the default: a budget of 16) and
 ``fetch.host_split_rows`` = rows / 12 (so the big host is split into several
 units), ``fetch.allow_networks`` the hosts' loopback network; the rest the
 defaults. The bound a host may see from the units variant is max_per_host x
@@ -34,7 +35,13 @@ there; the units variant fetches inside ``with_image_verdicts`` and the write
 reads its committed units). Checked per run: rows out == rows in, every id
 once, accepted rows == URLs the hosts served (every one 200), no URL requested
 twice. Read from the hosts per run: connections opened, peak open connections
-and peak concurrent requests per host.
+and peak concurrent requests per host. For the units variant the driver's job
+times (the jobs ``jobs.units`` names by unit) say where its time went: the plan
+(seconds to the first unit job) and the big host's slices (fetching, and the
+gaps between one slice's end and the next one's start). The latency of one
+request (one connection, one at a time) is measured before and after, and with
+it the floor the big host alone sets: its rows x latency / requests in flight
+(the bound for units; a task per core x ``fetch.max_per_host`` for today).
 
 Printed: master, variant, the runs and their median, images/s per core
 (median), the units / today ratio of images/s (median of the rounds' ratios,
@@ -44,7 +51,7 @@ bench exits 1 when the units variant exceeds the bound at any host (open or
 active) or when any run of either variant fetched a URL twice or lost a row.
 Results go to ``bench/results/bench_host_affinity.json`` (``-quick`` with --quick).
 
-    .venv/bin/python bench/bench_host_affinity.py [--rows 6000] [--runs 3] [--quick] [--local-only]
+    .venv/bin/python bench/bench_host_affinity.py [--rows 4000] [--runs 3] [--quick] [--local-only]
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -92,6 +100,8 @@ VARIANTS = ("today", "units")
 WORKERS = 2  # standalone workers, 1 core each: the machine's 2 cores, as local[2]
 SKEW = (1.15, 0.85)  # the small hosts' relative sizes run linearly from the first to the second
 SETTLE_S = 10.0  # how long to wait for the hosts to see the previous run's connections closed
+# jobs.units names each unit's Spark job so (fetch_units' setJobDescription)
+UNIT_JOB = re.compile(r"image: unit (\d+) of \d+ \((\d+) rows(?:, host (\S+) slice (\d+))?\)")
 
 log = logging.getLogger("winnow.bench")
 
@@ -150,6 +160,24 @@ def settle(hosts: list[Any]) -> int:
     while sum(h.open for h in hosts) and time.monotonic() < deadline:
         time.sleep(0.05)
     return sum(h.open for h in hosts)
+
+
+def request_latency(host: Any, requests: int = 30) -> float:
+    """Seconds per request, one kept-alive connection, one request at a time: what a fetch waits for a reply
+    (the host's delay plus what loopback and this busy process add)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host.server_address[0], host.server_address[1], timeout=10)
+    try:
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as urllib3 does
+        started = time.perf_counter()
+        for i in range(requests):
+            conn.request("GET", f"/img/latency-{i}.jpg")
+            conn.getresponse().read()
+        return (time.perf_counter() - started) / requests
+    finally:
+        conn.close()
 
 
 def host_counts(hosts: list[Any]) -> list[dict[str, int]]:
@@ -274,6 +302,39 @@ def output_counts(spark: Any, out: Path) -> dict[str, Any]:
     return {"rows": row["rows"], "accepted": row["accepted"] or 0, "ids": row["ids"], "reasons": reasons}
 
 
+def unit_timeline(spark: Any, since: float, until: float, big_host: str) -> dict[str, Any]:
+    """When the units variant's jobs ran, from the driver's status store (the jobs jobs.units names by
+    unit): seconds to the first unit job (the plan), and the big host's slices, fetching and in between.
+    Empty when the store cannot be read (a private API: the figures are a diagnosis, not a check)."""
+    try:
+        jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
+        spans = []
+        for i in range(jobs.size()):
+            job = jobs.apply(i)
+            sub, end, desc = job.submissionTime(), job.completionTime(), job.description()
+            if not (sub.isDefined() and end.isDefined() and desc.isDefined()):
+                continue
+            start_s, end_s = sub.get().getTime() / 1000 - since, end.get().getTime() / 1000 - since
+            if start_s >= 0 and (m := UNIT_JOB.match(desc.get())):
+                spans.append((start_s, end_s, m.group(3)))
+    except Exception as exc:  # noqa: BLE001 - py4j or a Spark version without the method
+        log.warning("no unit timeline: %s", exc)
+        return {}
+    if not spans:
+        return {}
+    spans.sort()
+    big = [(a, b) for a, b, h in spans if h == big_host]
+    return {
+        "unit_jobs": len(spans),
+        "plan_s": round(spans[0][0], 3),
+        "after_last_unit_s": round(until - since - max(b for _, b, _ in spans), 3),
+        "big_host_slices": len(big),
+        "big_host_fetch_s": round(sum(b - a for a, b in big), 3),
+        "big_host_between_slices_s": round(sum(big[i + 1][0] - big[i][1] for i in range(len(big) - 1)), 3),
+        "big_host_end_s": round(big[-1][1], 3) if big else None,
+    }
+
+
 def plan_summary(work: Path) -> dict[str, Any]:
     """The units the units variant planned (plan.json): count, T, and slices per split host."""
     plans = list(work.rglob("plan.json"))
@@ -318,8 +379,11 @@ def bench_master(
             h.reset()
         group = f"{slug}-{variant}-{run}"
         with job_group(spark, group, f"bench {group}") as sc:
+            since = time.time()
             seconds = run_stage(spark, cfg, pairs, out, work)
+            until = time.time()
             jobs = len(sc.statusTracker().getJobIdsForGroup(group))
+        timeline = unit_timeline(spark, since, until, hosts[0].address) if work is not None else {}
         seen = host_counts(hosts)
         got = output_counts(spark, out)
         plan = plan_summary(work) if work is not None else {}
@@ -338,6 +402,7 @@ def bench_master(
             "distinct_urls": urls,
             "output": got,
             **({"plan": plan} if plan else {}),
+            **({"timeline": timeline} if timeline else {}),
         }
         results[variant].append(record)
         what = f"{label} {variant} round {run}"
@@ -368,7 +433,7 @@ def bench_master(
             big["peak_active"],
             sum(s["opened"] for s in seen),
             requests,
-            f"; {plan['units']} units, split {plan['split_hosts']}" if plan else "",
+            f"; {plan['units']} units, split {plan['split_hosts']}; {timeline}" if plan else "",
         )
         return seconds
 
@@ -400,6 +465,11 @@ def summarize(runs: list[dict[str, Any]], seconds: list[float], rows: int, bound
         "bound": bound,
         "connections_opened_per_image": round(opened / max(1, requests), 4),
         "requests_per_url": round(requests / max(1, sum(r["distinct_urls"] for r in runs)), 4),
+        **{
+            f"{key}_median": round(statistics.median(got), 3)
+            for key in ("plan_s", "big_host_fetch_s", "big_host_between_slices_s", "big_host_end_s")
+            if (got := [r["timeline"][key] for r in runs if r.get("timeline", {}).get(key) is not None])
+        },
         "runs": runs,
     }
 
@@ -411,10 +481,16 @@ def format_report(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
         f"{report['rows']:,} URLs on {len(report['host_rows'])} loopback hosts (rows per host {report['host_rows']}; "
-        f"the big host {report['big_share']:.0%}), {s['delay_s'] * 1000:.0f} ms per request; "
+        f"the big host {report['big_share']:.0%}), {s['delay_s'] * 1000:.0f} ms delay per request; "
         f"{report['runs']} round(s), variants alternating, medians",
         f"config: {', '.join(s['sets'])}; fetch.threads {s['fetch.threads']}, image.partitions "
         f"{s['image.partitions']} (0 = 3 per core)",
+        "request latency, host 1, one connection, one request at a time: "
+        + ", ".join(f"{k.removesuffix('_s')} {v * 1000:.0f} ms" for k, v in report["request_latency"].items())
+        + f" (the {s['delay_s'] * 1000:.0f} ms delay + loopback and the busy bench process)",
+        f"floor set by the big host alone ({report['host_rows'][0]:,} rows x latency / requests in flight): units "
+        f"{report['big_host_floor_s']['units']:.1f} s (the bound), today {report['big_host_floor_s']['today']:.1f} s "
+        f"({CORES} tasks x fetch.max_per_host)",
     ]
     for label, m in report["masters"].items():
         lines.append(
@@ -429,6 +505,14 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(
                 f"  units plan: {units['units']} units of T={units['unit_rows']} rows; split hosts (slices) "
                 f"{units['split_hosts']}"
+            )
+        u = m["variants"]["units"]
+        if "plan_s_median" in u:
+            lines.append(
+                f"  units timeline (medians): first unit job after {u['plan_s_median']:.1f} s (the plan); the big "
+                f"host's slices fetching {u['big_host_fetch_s_median']:.1f} s, between its slices "
+                f"{u['big_host_between_slices_s_median']:.1f} s, its last done at {u['big_host_end_s_median']:.1f} s "
+                f"of the run's {u['seconds_median']:.1f} s"
             )
     header = (
         f"{'master':<26} {'variant':<7} {'runs (wall s)':<20} {'median s':>8} {'img/s/core':>10} "
@@ -465,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = BenchArgs(
         __doc__,
         NAME,
-        rows=6000,
+        rows=4000,
         quick_rows=1200,
         min_rows=100,
         rows_help="URLs over all hosts",
@@ -514,8 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             pairs = WORK_DIR / "pairs" / "pairs.parquet"
             write_pairs(pairs, hosts, sizes)
-            log.info("serving %d URLs from %d hosts (%s), %s ms per request", args.rows, args.hosts, sizes,
-                     args.delay * 1000)  # fmt: skip
+            latency = {"start_s": round(request_latency(hosts[0]), 4)}
+            log.info("serving %d URLs from %d hosts (%s), %s ms delay, %.1f ms per request", args.rows, args.hosts,
+                     sizes, args.delay * 1000, latency["start_s"] * 1000)  # fmt: skip
 
             spark, startup = start_spark(MASTER, "winnow-bench-host-affinity", 2 * CORES, cfg.image.batch_size)
             log.info("local session (JVM) start-up %.1f s", startup)
@@ -538,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
                     "session_startup_s": round(startup, 3),
                     **bench_master(spark, label, cfg, pairs, hosts, sizes, args.runs, bound, failures),
                 }
+            latency["end_s"] = round(request_latency(hosts[0]), 4)
         finally:
             if spark is not None:
                 spark.stop()
@@ -562,6 +648,13 @@ def main(argv: list[str] | None = None) -> int:
             "image.partitions": cfg.image.partitions,
             "image.batch_size": cfg.image.batch_size,
             "output": "parquet (measures, pHash; no image bytes)",
+        },
+        "request_latency": latency,
+        # The big host's rows at the latency measured, as many in flight as each variant allows: units the
+        # bound, today one fetch.max_per_host per task running (a task per core).
+        "big_host_floor_s": {
+            "units": round(sizes[0] * latency["start_s"] / bound, 1),
+            "today": round(sizes[0] * latency["start_s"] / (CORES * cfg.fetch.max_per_host), 1),
         },
         "masters": masters,
         "failures": failures,

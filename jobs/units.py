@@ -15,12 +15,17 @@ by unit, under the stage's work folder (``OUTPUT/_checkpoints/image/_work/
 for a split host's unit, its host.
 
 ``fetch_units`` then runs one Spark job per unit, as many at a time as the
-cluster has cores, and never more than ``fetch.max_tasks_per_host`` units of
-one split host at a time. Within a task at most ``fetch.max_per_host`` fetches
-run per host, so a host sees at most ``max_per_host`` x ``max_tasks_per_host``
-connections from the whole run (a host that is not split is in one unit: at
-most ``max_per_host``). A task fetches one host's rows together, so its
-connections are reused (one pooled session per Python worker).
+cluster has cores (plus one being planned). A host's connection budget is
+``fetch.max_per_host`` x ``fetch.max_tasks_per_host`` (``host_share``): a unit
+of a split host holds that one host and fetches it with up to
+``fetch.threads`` connections within the budget, and takes them from the
+budget while it runs, so at most ``max_tasks_per_host`` such units of a host
+run at once (one, with the defaults: 16 threads of a budget of 16). A packed
+unit fetches at most ``max_per_host`` at a time per host, and each of its
+hosts is in no other unit. So a host sees at most ``max_per_host`` x
+``max_tasks_per_host`` connections from the whole run, however many
+executors fetch. A task keeps its connections for its hosts (one pooled
+session per Python worker) and closes them when it ends.
 
 Each unit's verdicts are written to staging and renamed into ``done/`` when
 its job ends, after its row count is checked: the commit of one unit, atomic
@@ -29,10 +34,9 @@ units; the next run with the same fingerprint (same input, config and code)
 reads them and fetches only the rest. While it fetches, the driver logs the
 rows done of all, images per second and an ETA every ``run.progress_seconds``.
 
-Trade-offs (docs/operations.md, "Politeness and resume"): a host with most of
-the rows is fetched by ``max_tasks_per_host`` tasks at a time at most, so at
-the end of a skewed run the other cores wait for it; waiting is the price of
-the bound. Each unit costs a Spark job (a fraction of a second of driver
+Trade-offs (docs/stages/image.md, "The trade-offs"): a host with most of
+the rows is fetched with its budget of connections at most, so at the end of
+a skewed run the other cores wait for it; waiting is the price of the bound. Each unit costs a Spark job (a fraction of a second of driver
 work), which is why units are thousands of rows, not tens.
 """
 
@@ -71,7 +75,7 @@ class Unit:
 
     index: int
     rows: int
-    host: str | None = None  # a split host's unit counts against fetch.max_tasks_per_host
+    host: str | None = None  # a split host's unit takes a share of its host's connection budget
     slice: int = 0  # which slice of its host (scheduling interleaves the hosts' slices)
 
 
@@ -210,15 +214,17 @@ def run_bounded(
     units: list[Unit],
     run_one: Callable[[Unit], None],
     slots: int,
-    max_tasks_per_host: int,
+    budget: int,
+    need: int = 1,
     on_done: Callable[[Unit], None] = lambda u: None,
     thread: Callable[..., threading.Thread] = threading.Thread,
 ) -> None:
-    """Run ``run_one(unit)`` for every unit on ``slots`` threads, in ``fetch_order``, never more than
-    ``max_tasks_per_host`` units of one host at a time. A failure stops new starts; the running units
-    finish (and commit), then the first failure is raised."""
+    """Run ``run_one(unit)`` for every unit on ``slots`` threads, in ``fetch_order``; a split host's
+    unit takes ``need`` of its host's ``budget`` while it runs, so at most ``budget // need`` units of
+    one host run at a time. A failure stops new starts; the running units finish (and commit), then
+    the first failure is raised."""
     pending = fetch_order(units)
-    running: Counter[str] = Counter()
+    used: Counter[str] = Counter()
     failed: list[BaseException] = []
     ready = threading.Condition()
 
@@ -226,9 +232,9 @@ def run_bounded(
         with ready:
             while pending and not failed:
                 for i, u in enumerate(pending):
-                    if not u.host or running[u.host] < max_tasks_per_host:
+                    if not u.host or used[u.host] + need <= budget:
                         if u.host:
-                            running[u.host] += 1
+                            used[u.host] += need
                         return pending.pop(i)
                 ready.wait()
             return None
@@ -245,7 +251,7 @@ def run_bounded(
             finally:
                 with ready:
                     if unit.host:
-                        running[unit.host] -= 1
+                        used[unit.host] -= need
                     ready.notify_all()
 
     workers = [thread(target=loop, name=f"winnow-unit-{n}", daemon=True) for n in range(max(1, slots))]
@@ -255,6 +261,16 @@ def run_bounded(
         w.join()
     if failed:
         raise failed[0]
+
+
+def host_share(threads: int, max_per_host: int, max_tasks_per_host: int) -> tuple[int, int]:
+    """(a host's connection budget across the cluster, what one unit of a split host takes of it).
+
+    The budget is ``max_per_host`` x ``max_tasks_per_host``. A split host's unit holds that one host,
+    so its task may use up to ``threads`` connections to it, within the budget: with the defaults
+    (16 threads, 4 x 4) one unit at a time with 16 connections, not 4 units of 4 each on 4 cores."""
+    budget = max_per_host * max_tasks_per_host
+    return budget, max(1, min(threads, budget))
 
 
 @dataclass
@@ -311,19 +327,23 @@ def _clock(seconds: float) -> str:
 
 
 def fetch_units(
+    spark: SparkSession,
     plan: Plan,
     work: str,
-    mapper: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]],
+    mapper_for: Callable[[Unit], Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]],
     out_schema: StructType,
-    max_tasks_per_host: int,
+    budget: int,
+    need: int,
     progress_seconds: float,
     stage: str = "image",
 ) -> DataFrame:
-    """Every unit of ``plan`` through ``mapper`` (one Spark job each, see the module docstring), the
-    ones an earlier run committed skipped; the verdicts of all units, read from ``work/done/``."""
+    """Every unit of ``plan`` through its mapper (one Spark job each, see the module docstring), the
+    ones an earlier run committed skipped; the verdicts of all units, read from ``work/done/``.
+
+    ``mapper_for(unit)`` is the ``mapInArrow`` function of a unit; ``budget`` and ``need`` as
+    ``run_bounded`` takes them (``host_share``)."""
     from pyspark import InheritableThread
 
-    spark = SparkSession.getActiveSession()
     store = FileStore(spark)
     store.delete(f"{work}/{STAGING}")  # a killed run's unfinished units
     done = set(store.children(f"{work}/{DONE}"))
@@ -343,7 +363,7 @@ def fetch_units(
         rows = spark.read.schema(plan.schema).parquet(f"{work}/input/{UNIT}={unit.index}").coalesce(1)
         staging = f"{work}/{STAGING}/{_done_name(unit)}"
         verdicts = sc.accumulator(0)  # merged when the task succeeds (a failed attempt's rows are not)
-        rows.mapInArrow(_counted(mapper, verdicts), out_schema).write.parquet(staging)
+        rows.mapInArrow(_counted(mapper_for(unit), verdicts), out_schema).write.parquet(staging)
         if verdicts.value != unit.rows:
             raise ConservationError(f"{stage}: unit {unit.index} has {unit.rows} rows but {verdicts.value} verdicts")
         store.rename(staging, f"{work}/{DONE}/{_done_name(unit)}")
@@ -351,7 +371,7 @@ def fetch_units(
     # One more job than cores: the driver plans the next unit while every core fetches.
     slots = max(1, sc.defaultParallelism) + 1
     with progress:
-        run_bounded(todo, run_one, slots, max_tasks_per_host, progress.add, thread=InheritableThread)
+        run_bounded(todo, run_one, slots, budget, need, progress.add, thread=InheritableThread)
     sc.setJobDescription(None)
     if not plan.units:
         return spark.createDataFrame([], out_schema)

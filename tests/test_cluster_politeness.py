@@ -55,8 +55,8 @@ def test_a_host_sees_at_most_max_per_host_times_max_tasks_per_host(spark, cluste
         assert big.peak_active <= 2 and big.peak_open <= 2, (big.peak_active, big.peak_open)
         assert big.opened < 90 / 4  # the connections are reused within a task
 
-        # two at a time (here in local mode, two tasks at once): the same input goes above one task's
-        # share, so the bound above is what held it
+        # a budget of 2 x 2 (here in local mode: two tasks at once): the same input goes above the
+        # first run's bound, so the bound is what held it there
         for h in hosts:
             h.reset()
         assert pipeline.main(_args(source, tmp_path / "two", tasks_per_host=2)) == 0

@@ -24,7 +24,7 @@ import pytest
 from loopback_hosts import serve_hosts
 
 from jobs import pipeline
-from jobs.units import DONE, UNIT, Unit, fetch_order, plan_units, run_bounded, unit_rows
+from jobs.units import DONE, UNIT, Unit, fetch_order, host_share, plan_units, run_bounded, unit_rows
 from udfs.fetch import FetchConfig, registrable_host
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +54,13 @@ def test_unit_rows_spreads_a_small_input_and_caps_a_large_one():
     assert unit_rows(60, 10_000, 6) == 10
     assert unit_rows(10_000_000, 10_000, 6) == 10_000
     assert unit_rows(0, 10_000, 6) == 1
+
+
+def test_a_split_hosts_unit_takes_its_threads_within_the_budget():
+    assert host_share(16, 4, 4) == (16, 16)  # the defaults: one unit at a time, 16 connections
+    assert host_share(16, 4, 1) == (4, 4)
+    assert host_share(4, 2, 4) == (8, 4)  # two units at a time
+    assert host_share(8, 2, 2) == (4, 4)
 
 
 def test_split_and_bound_keys_are_checked():
@@ -147,12 +154,12 @@ def _recording(delay: float):
     return run_one, peak, started
 
 
-def test_run_bounded_never_runs_more_than_k_units_of_a_host():
+def test_run_bounded_never_runs_more_units_of_a_host_than_its_budget_holds():
     units = [Unit(i, 10, "a.com", i) for i in range(8)] + [Unit(8 + i, 10, "b.com", i) for i in range(3)]
     units += [Unit(11 + i, 5) for i in range(6)]
     run_one, peak, started = _recording(0.05)
     done = []
-    run_bounded(units, run_one, slots=6, max_tasks_per_host=2, on_done=done.append)
+    run_bounded(units, run_one, slots=6, budget=4, need=2, on_done=done.append)
     assert sorted(started) == list(range(17)) and len(done) == 17
     assert peak["a.com"] == 2 and peak["b.com"] == 2  # the bound, and it was reached
     assert peak["all"] == 6  # the other slots kept working meanwhile
@@ -169,7 +176,7 @@ def test_a_failed_unit_stops_new_starts_and_is_raised():
             raise RuntimeError("unit 3 failed")
 
     with pytest.raises(RuntimeError, match="unit 3 failed"):
-        run_bounded(units, run_one, slots=2, max_tasks_per_host=1)
+        run_bounded(units, run_one, slots=2, budget=1)
     assert len(started) < 8
 
 

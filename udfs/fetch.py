@@ -104,13 +104,16 @@ class FetchConfig:
     threads: int = 16
     """Concurrent fetches per task."""
     max_per_host: int = 4
-    """Concurrent fetches per host (its registrable domain, ``registrable_host``) within a task."""
+    """Concurrent fetches per host (its registrable domain, ``registrable_host``) within a task that
+    fetches several hosts (a unit of packed hosts, or rows spread by id)."""
     host_split_rows: int = 10_000
     """A host with more rows than this is split over several units (image-stage tasks) of at most this
     many rows; smaller hosts are packed whole into units of about this size (img2dataset's shard size)."""
     max_tasks_per_host: int = 4
-    """Units of one host fetched at the same time across the cluster, so a host sees at most
-    ``max_per_host`` x ``max_tasks_per_host`` connections from the whole run (16 by default)."""
+    """A host sees at most ``max_per_host`` x ``max_tasks_per_host`` connections from the whole run
+    (16 by default), across the cluster: the units of a split host (each holding only that host,
+    fetched with up to ``threads`` of those connections) run within that budget, so at most this
+    many of them at a time (one with the defaults: 16 threads of a budget of 16)."""
     robots_optout_tokens: tuple[str, ...] = ("noai", "noimageai")
     """X-Robots-Tag directives that opt an image out ([] = ignore the header); directives addressed
     to another bot ("otherbot: noai") are ignored."""

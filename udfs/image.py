@@ -83,7 +83,8 @@ class ImageConfig:
     batch_size: int = 64
     """Rows per Arrow batch into and out of the image UDF (bounds image bytes in memory)."""
     partitions: int = 0
-    """Tasks for the image stage; 0 = 3 per core."""
+    """Units (tasks) at least that URL rows are cut into, when fewer rows than that many times
+    fetch.host_split_rows; the tasks of rows that carry their bytes; 0 = 3 per core."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key, why) of every impossible value."""

@@ -30,12 +30,15 @@ a hash of the id instead: nothing is fetched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructField, StructType
 
 from jobs.stage import Rule, Stage, accepted_rows, rejected_rows
-from jobs.units import fetch_units, plan_units
+from jobs.units import Unit, fetch_units, host_share, plan_units
 from schemas import reasons
 from schemas.tables import IMAGE_BYTES, IMAGE_INPUT, IMAGE_MEASURES, IMAGE_STORED, IMAGE_VERDICT, col_ref
 from udfs.fetch import FetchConfig
@@ -76,8 +79,15 @@ def with_image_verdicts(
     )
     if work is not None and not from_bytes:
         plan = plan_units(to_check, work, "url", fetch.host_split_rows, partitions)
-        checked = fetch_units(plan, work, mapper, StructType(passed + verdict), fetch.max_tasks_per_host,
-                              progress_seconds, STAGE)  # fmt: skip
+        budget, need = host_share(fetch.threads, fetch.max_per_host, fetch.max_tasks_per_host)
+        # a split host's unit fetches its one host with its share of the budget; a packed unit, max_per_host each
+        one_host = image_mapper(replace(fetch, max_per_host=need), image, "url", None, image.batch_size, None)
+
+        def mapper_for(unit: Unit) -> Callable:
+            return one_host if unit.host else mapper
+
+        out = StructType(passed + verdict)
+        checked = fetch_units(pairs.sparkSession, plan, work, mapper_for, out, budget, need, progress_seconds)
     else:
         checked = to_check.repartition(partitions, "id").mapInArrow(mapper, StructType(passed + verdict))
     if original is not None:
