@@ -36,8 +36,9 @@ rows done of all, images per second and an ETA every ``run.progress_seconds``.
 
 Trade-offs (docs/stages/image.md, "The trade-offs"): a host with most of
 the rows is fetched with its budget of connections at most, so at the end of
-a skewed run the other cores wait for it; waiting is the price of the bound. Each unit costs a Spark job (a fraction of a second of driver
-work), which is why units are thousands of rows, not tens.
+a skewed run the other cores wait for it; waiting is the price of the bound.
+Each unit costs a Spark job (a fraction of a second of driver work), which
+is why units are thousands of rows, not tens.
 """
 
 from __future__ import annotations
