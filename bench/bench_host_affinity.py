@@ -36,8 +36,8 @@ reads its committed units). Checked per run: rows out == rows in, every id
 once, accepted rows == URLs the hosts served (every one 200), no URL requested
 twice. Read from the hosts per run: connections opened, peak open connections
 and peak concurrent requests per host. For the units variant the driver's job
-times (the jobs ``jobs.units`` names by unit) say where its time went: the plan
-(seconds to the first unit job) and the big host's slices (fetching, and the
+times (the Spark jobs ``jobs.units`` names by unit) say where its time went: the
+plan (seconds to the first unit job) and the big host's slices (fetching, and the
 gaps between one slice's end and the next one's start). The latency of one
 request (one connection, one at a time) is measured before and after, and with
 it the floor the big host alone sets: its rows x latency / requests in flight
@@ -303,14 +303,15 @@ def output_counts(spark: Any, out: Path) -> dict[str, Any]:
 
 
 def unit_timeline(spark: Any, since: float, until: float, big_host: str) -> dict[str, Any]:
-    """When the units variant's jobs ran, from the driver's status store (the jobs jobs.units names by
-    unit): seconds to the first unit job (the plan), and the big host's slices, fetching and in between.
-    Empty when the store cannot be read (a private API: the figures are a diagnosis, not a check)."""
+    """When the units variant's jobs ran, from the driver's status store (the Spark jobs that
+    ``jobs.units`` names by unit): seconds to the first unit job (the plan), and the big host's
+    slices, fetching and in between. Empty when the store cannot be read (a private API: the
+    figures are a diagnosis, not a check)."""
     try:
-        jobs = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
+        listed = spark.sparkContext._jsc.sc().statusStore().jobsList(None)
         spans = []
-        for i in range(jobs.size()):
-            job = jobs.apply(i)
+        for i in range(listed.size()):
+            job = listed.apply(i)
             sub, end, desc = job.submissionTime(), job.completionTime(), job.description()
             if not (sub.isDefined() and end.isDefined() and desc.isDefined()):
                 continue

@@ -358,6 +358,7 @@ def fetch_units(
         log.info("%s: %d of %d units (%d rows) committed by an earlier run; fetching the other %d",
                  stage, len(resumed), len(plan.units), progress.done_rows, len(todo))  # fmt: skip
     sc = spark.sparkContext
+    described = sc.getLocalProperty("spark.job.description")  # the stage's, restored for the jobs after the units
 
     def run_one(unit: Unit) -> None:
         sc.setJobDescription(f"{stage}: unit {unit.index} of {len(plan.units)} ({unit.rows} rows{_of(unit)})")
@@ -373,7 +374,7 @@ def fetch_units(
     slots = max(1, sc.defaultParallelism) + 1
     with progress:
         run_bounded(todo, run_one, slots, budget, need, progress.add, thread=InheritableThread)
-    sc.setJobDescription(None)
+    sc.setJobDescription(described)
     if not plan.units:
         return spark.createDataFrame([], out_schema)
     return spark.read.schema(out_schema).option("recursiveFileLookup", "true").parquet(f"{work}/{DONE}")

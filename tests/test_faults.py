@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 ROWS = 300
 # Loopback fetches allowed; and one image task per executor (2 workers x 1 core), so a worker
 # killed in the middle of the stage always takes a running task and the images it fetched with it.
-OPTIONS = ["--allow-network", "127.0.0.1/32", "--set", "image.partitions=2"]
+# The sample's images are on one host, so its units share that host's budget (fetch.max_per_host x
+# fetch.max_tasks_per_host = 16): at 8 threads a unit, two of them fetch at a time, one per executor
+# (at the default 16 one would, and worker 1 could be idle when it is killed).
+OPTIONS = ["--allow-network", "127.0.0.1/32", "--set", "image.partitions=2", "--set", "fetch.threads=8"]
 # One response at a time, each after this pause: 20 images a second whatever the job's
 # concurrency, so the ~250 fetches of the sample take ~12 s on the cluster.
 SLOW = 0.05
