@@ -307,7 +307,8 @@ def test_export_list_is_read_with_its_dump_by_every_parquet_reader(run_output, t
 @pytest.mark.spark
 def test_export_list_is_read_by_hf_datasets(run_output, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local parquet folder: nothing to fetch
-    datasets = pytest.importorskip("datasets", reason="HF datasets did not install in this environment")
+    import datasets  # a declared test dependency (pyproject.toml): missing is a failure, not a skip
+
     out = tmp_path / "urls.parquet"
     assert export_list.main(["--input", str(run_output / "accepted"), "--output", str(out)]) == 0
     loaded = datasets.load_dataset(
